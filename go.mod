@@ -1,0 +1,8 @@
+module github.com/cfs-deploy/cfs-deploy
+
+go 1.26.0
+
+require (
+	github.com/google/go-cmp v0.7.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)
