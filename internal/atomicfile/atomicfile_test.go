@@ -16,6 +16,10 @@ func TestCommitReplaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_ = f
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.WriteString("new")
 	if b, _ := os.ReadFile(dest); string(b) != "old" {
 		t.Fatalf("destination changed before commit: %q", b)

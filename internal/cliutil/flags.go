@@ -60,6 +60,9 @@ func Exit(prog string, err error, usage func(io.Writer)) {
 		usage(os.Stdout)
 		os.Exit(0)
 	}
+	if err.Error() == "" {
+		os.Exit(1) // the command already said why
+	}
 	var ue *UsageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(os.Stderr, "%s: %s\n", prog, ue.Msg)

@@ -127,6 +127,9 @@ func ParseDump(r io.Reader, opts DumpOptions) (*Node, error) {
 			}
 			line = long
 		}
+		if err != nil && err != io.EOF {
+			return nil, &DumpError{Line: p.lineNo + 1, Err: err}
+		}
 		if len(line) > 0 {
 			p.lineNo++
 			if line[len(line)-1] == '\n' {
@@ -144,9 +147,6 @@ func ParseDump(r io.Reader, opts DumpOptions) (*Node, error) {
 		}
 		if err == io.EOF {
 			break
-		}
-		if err != nil {
-			return nil, &DumpError{Line: p.lineNo, Err: err}
 		}
 	}
 	if p.root == nil {
@@ -176,6 +176,8 @@ type dumpParser struct {
 	digest []byte
 	intern map[string]string
 
+	// The xattrs of the current line, with replaced ones marked dead,
+	// and an index by key once there are many.
 	xattrs []Xattr
 	xdead  []bool
 	xindex map[string]int
@@ -192,8 +194,8 @@ func (p *dumpParser) fail(format string, args ...any) error {
 	return &DumpError{Line: p.lineNo, Path: string(p.cur), Err: fmt.Errorf(format, args...)}
 }
 
-// field returns a field for an error message, shortened.
-func field(b []byte) string {
+// dumpFieldText returns a field for an error message, shortened.
+func dumpFieldText(b []byte) string {
 	const max = 40
 	if len(b) > max {
 		return string(appendEscaped(nil, b[:max], 0)) + "..."
@@ -201,18 +203,18 @@ func field(b []byte) string {
 	return string(appendEscaped(nil, b, 0))
 }
 
-// cut splits b at the first space, like upstream's split_at: without a
+// cutDumpField splits b at the first space, like upstream's split_at: without a
 // space the whole rest is the field.
-func cut(b []byte) (field, rest []byte) {
+func cutDumpField(b []byte) (field, rest []byte) {
 	if i := bytes.IndexByte(b, ' '); i >= 0 {
 		return b[:i], b[i+1:]
 	}
 	return b, nil
 }
 
-// unescape decodes src, returning src itself when it holds no escapes or
+// dumpUnescape decodes src, returning src itself when it holds no escapes or
 // else a slice of *scratch.
-func unescape(scratch *[]byte, src []byte) ([]byte, error) {
+func dumpUnescape(scratch *[]byte, src []byte) ([]byte, error) {
 	if bytes.IndexByte(src, '\\') < 0 {
 		return src, nil
 	}
@@ -221,9 +223,9 @@ func unescape(scratch *[]byte, src []byte) ([]byte, error) {
 	return b, err
 }
 
-// parseUint parses a plain unsigned number in base 8 or 10 no larger than
+// parseDumpUint parses a plain unsigned number in base 8 or 10 no larger than
 // max.
-func parseUint(b []byte, base, limit uint64) (uint64, bool) {
+func parseDumpUint(b []byte, base, limit uint64) (uint64, bool) {
 	if len(b) == 0 {
 		return 0, false
 	}
@@ -268,10 +270,10 @@ func (p *dumpParser) parseLine(line []byte) error {
 	var f [dumpFields][]byte
 	rest := line
 	for i := range f {
-		f[i], rest = cut(rest)
+		f[i], rest = cutDumpField(rest)
 	}
 
-	path, err := unescape(&p.pathBuf, f[fPath])
+	path, err := dumpUnescape(&p.pathBuf, f[fPath])
 	if err != nil {
 		return p.fail("PATH: %w", err)
 	}
@@ -292,9 +294,9 @@ func (p *dumpParser) parseLine(line []byte) error {
 	if hardlink {
 		modeField = modeField[1:]
 	}
-	m, ok := parseUint(modeField, 8, math.MaxUint32)
+	m, ok := parseDumpUint(modeField, 8, math.MaxUint32)
 	if !ok {
-		return p.fail("invalid MODE %q", field(f[fMode]))
+		return p.fail("invalid MODE %q", dumpFieldText(f[fMode]))
 	}
 	mode := uint32(m)
 	if fileTypeOf(mode) == FileTypeUnknown {
@@ -315,7 +317,7 @@ func (p *dumpParser) parseLine(line []byte) error {
 		if len(t) == 1 && t[0] == '-' {
 			return p.fail("hardlink without a target (PAYLOAD is -)")
 		}
-		target, err := unescape(&p.buf, t)
+		target, err := dumpUnescape(&p.buf, t)
 		if err != nil {
 			return p.fail("PAYLOAD: %w", err)
 		}
@@ -363,7 +365,7 @@ func (p *dumpParser) addNode(path []byte, mode uint32) (*Node, error) {
 	return n, nil
 }
 
-func checkComponent(name []byte) error {
+func checkDumpName(name []byte) error {
 	switch {
 	case len(name) == 0:
 		return fmt.Errorf("%w (empty path component)", ErrEmptyName)
@@ -383,14 +385,14 @@ func (p *dumpParser) lookupParent(path []byte) (*Node, []byte, error) {
 	for {
 		i := bytes.IndexByte(rel, '/')
 		if i < 0 {
-			if err := checkComponent(rel); err != nil {
+			if err := checkDumpName(rel); err != nil {
 				return nil, nil, p.fail("%w", err)
 			}
 			return p.dirs[d], rel, nil
 		}
 		comp := rel[:i]
 		rel = rel[i+1:]
-		if err := checkComponent(comp); err != nil {
+		if err := checkDumpName(comp); err != nil {
 			return nil, nil, p.fail("%w", err)
 		}
 		if d+1 < len(p.dirs) && p.dirs[d+1].Name == string(comp) {
@@ -416,7 +418,7 @@ func (p *dumpParser) optional(name string, b []byte) ([]byte, bool, error) {
 	if len(b) == 1 && b[0] == '-' {
 		return nil, false, nil
 	}
-	v, err := unescape(&p.buf, b)
+	v, err := dumpUnescape(&p.buf, b)
 	if err != nil {
 		return nil, false, p.fail("%s: %w", name, err)
 	}
@@ -424,29 +426,29 @@ func (p *dumpParser) optional(name string, b []byte) ([]byte, bool, error) {
 }
 
 func (p *dumpParser) parseFields(n *Node, f *[dumpFields][]byte, xattrText []byte) error {
-	size, ok := parseUint(f[fSize], 10, math.MaxUint64)
+	size, ok := parseDumpUint(f[fSize], 10, math.MaxUint64)
 	if !ok {
-		return p.fail("invalid SIZE %q", field(f[fSize]))
+		return p.fail("invalid SIZE %q", dumpFieldText(f[fSize]))
 	}
-	nlink, ok := parseUint(f[fNlink], 10, math.MaxUint32)
+	nlink, ok := parseDumpUint(f[fNlink], 10, math.MaxUint32)
 	if !ok {
-		return p.fail("invalid NLINK %q", field(f[fNlink]))
+		return p.fail("invalid NLINK %q", dumpFieldText(f[fNlink]))
 	}
-	uid, ok := parseUint(f[fUID], 10, math.MaxUint32)
+	uid, ok := parseDumpUint(f[fUID], 10, math.MaxUint32)
 	if !ok {
-		return p.fail("invalid UID %q", field(f[fUID]))
+		return p.fail("invalid UID %q", dumpFieldText(f[fUID]))
 	}
-	gid, ok := parseUint(f[fGID], 10, math.MaxUint32)
+	gid, ok := parseDumpUint(f[fGID], 10, math.MaxUint32)
 	if !ok {
-		return p.fail("invalid GID %q", field(f[fGID]))
+		return p.fail("invalid GID %q", dumpFieldText(f[fGID]))
 	}
-	rdev, ok := parseUint(f[fRdev], 10, math.MaxUint64)
+	rdev, ok := parseDumpUint(f[fRdev], 10, math.MaxUint64)
 	if !ok {
-		return p.fail("invalid RDEV %q", field(f[fRdev]))
+		return p.fail("invalid RDEV %q", dumpFieldText(f[fRdev]))
 	}
-	mtime, ok := parseMtime(f[fMtime])
+	mtime, ok := parseDumpMtime(f[fMtime])
 	if !ok {
-		return p.fail("invalid MTIME %q (want SECONDS.NANOSECONDS)", field(f[fMtime]))
+		return p.fail("invalid MTIME %q (want SECONDS.NANOSECONDS)", dumpFieldText(f[fMtime]))
 	}
 	n.Nlink = uint32(nlink)
 	n.UID = uint32(uid)
@@ -528,9 +530,9 @@ func (p *dumpParser) parseFields(n *Node, f *[dumpFields][]byte, xattrText []byt
 		}
 		d := p.digest[:32:32]
 		for i := range d {
-			hi, lo := unhex(digest[2*i]), unhex(digest[2*i+1])
+			hi, lo := unhexDigit(digest[2*i]), unhexDigit(digest[2*i+1])
 			if hi < 0 || lo < 0 {
-				return p.fail("DIGEST %q is not hexadecimal", field(digest))
+				return p.fail("DIGEST %q is not hexadecimal", dumpFieldText(digest))
 			}
 			d[i] = byte(hi<<4 | lo)
 		}
@@ -546,10 +548,10 @@ func (p *dumpParser) parseFields(n *Node, f *[dumpFields][]byte, xattrText []byt
 	return nil
 }
 
-// parseMtime parses SECONDS.NANOSECONDS. Seconds may be negative: upstream
+// parseDumpMtime parses SECONDS.NANOSECONDS. Seconds may be negative: upstream
 // reads them with strtoull, which wraps "-N" around, and prints them back
 // as a signed number.
-func parseMtime(b []byte) (Timespec, bool) {
+func parseDumpMtime(b []byte) (Timespec, bool) {
 	i := bytes.IndexByte(b, '.')
 	if i < 0 {
 		return Timespec{}, false
@@ -559,14 +561,14 @@ func parseMtime(b []byte) (Timespec, bool) {
 	if neg {
 		sec = sec[1:]
 	}
-	s, ok := parseUint(sec, 10, math.MaxUint64)
+	s, ok := parseDumpUint(sec, 10, math.MaxUint64)
 	if !ok {
 		return Timespec{}, false
 	}
 	if neg {
 		s = -s
 	}
-	ns, ok := parseUint(nsec, 10, math.MaxUint32)
+	ns, ok := parseDumpUint(nsec, 10, math.MaxUint32)
 	if !ok {
 		return Timespec{}, false
 	}
@@ -582,20 +584,19 @@ func (p *dumpParser) parseXattrs(n *Node, text []byte) error {
 	}
 	p.xattrs = p.xattrs[:0]
 	p.xdead = p.xdead[:0]
-	clear(p.xindex)
 	useIndex := false
 	live, cost := 0, 0
 	for len(text) > 0 {
 		var tok []byte
-		tok, text = cut(text)
+		tok, text = cutDumpField(text)
 		eq := bytes.IndexByte(tok, '=')
 		if eq < 0 {
 			if len(tok) == 0 {
-				return p.fail("empty xattr field (two spaces in a row?)")
+				return p.fail("empty xattr dumpFieldText (two spaces in a row?)")
 			}
-			return p.fail("xattr %q has no '='", field(tok))
+			return p.fail("xattr %q has no '='", dumpFieldText(tok))
 		}
-		kb, err := unescape(&p.buf, tok[:eq])
+		kb, err := dumpUnescape(&p.buf, tok[:eq])
 		if err != nil {
 			return p.fail("xattr key: %w", err)
 		}
@@ -608,7 +609,7 @@ func (p *dumpParser) parseXattrs(n *Node, text []byte) error {
 			return p.fail("xattr key contains a NUL byte")
 		}
 		key := p.internString(kb)
-		vb, err := unescape(&p.buf, tok[eq+1:])
+		vb, err := dumpUnescape(&p.buf, tok[eq+1:])
 		if err != nil {
 			return p.fail("xattr %s: value: %w", appendEscaped(nil, key, escEqual), err)
 		}
@@ -659,9 +660,7 @@ func (p *dumpParser) parseXattrs(n *Node, text []byte) error {
 		if useIndex {
 			p.xindex[key] = len(p.xattrs) - 1
 		} else if len(p.xattrs) > 16 {
-			if p.xindex == nil {
-				p.xindex = make(map[string]int)
-			}
+			p.xindex = make(map[string]int)
 			for i, x := range p.xattrs {
 				if !p.xdead[i] {
 					p.xindex[x.Key] = i
@@ -682,10 +681,10 @@ func (p *dumpParser) parseXattrs(n *Node, text []byte) error {
 	return nil
 }
 
-// lookupLinkTarget resolves a hard link's target path the way upstream
+// lookupDumpLinkTarget resolves a hard link's target path the way upstream
 // does: leading and repeated slashes are skipped, "." and ".." are names
 // like any other (and never exist).
-func lookupLinkTarget(root *Node, path string) *Node {
+func lookupDumpLinkTarget(root *Node, path string) *Node {
 	n := root
 	for len(path) > 0 {
 		i := 0
@@ -731,7 +730,7 @@ func (p *dumpParser) resolveLinks() error {
 	}
 	direct := make([]*Node, len(p.links))
 	for i, l := range p.links {
-		t := lookupLinkTarget(p.root, l.target)
+		t := lookupDumpLinkTarget(p.root, l.target)
 		if t == nil {
 			return linkErr(l, "hardlink target %s does not exist", name(l.target))
 		}

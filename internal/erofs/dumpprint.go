@@ -87,9 +87,9 @@ func (d *dumpPrinter) children(n *Node, top bool) []*Node {
 	return c
 }
 
-// finalTarget follows a chain of links; the tree model never has chains,
+// linkFinalTarget follows a chain of links; the tree model never has chains,
 // but a malformed tree must not hang the printer.
-func finalTarget(n *Node) *Node {
+func linkFinalTarget(n *Node) *Node {
 	t := n.LinkTo
 	for i := 0; t.LinkTo != nil && i < 1000; i++ {
 		t = t.LinkTo
@@ -102,7 +102,7 @@ func (d *dumpPrinter) findTargets(n *Node, top bool) {
 		if d.paths == nil {
 			d.paths = make(map[*Node]string)
 		}
-		d.paths[finalTarget(n)] = ""
+		d.paths[linkFinalTarget(n)] = ""
 		return
 	}
 	for _, c := range d.children(n, top) {
@@ -151,7 +151,7 @@ func (d *dumpPrinter) line(n *Node) {
 	t := n
 	var linkPath string
 	if n.LinkTo != nil {
-		t = finalTarget(n)
+		t = linkFinalTarget(n)
 		if p := d.paths[t]; p != "" {
 			linkPath = p
 		} else {

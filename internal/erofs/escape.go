@@ -28,8 +28,8 @@ const (
 
 const lowerHex = "0123456789abcdef"
 
-// needsEscape reports whether c must be escaped under flags.
-func needsEscape(c byte, flags escapeFlags) bool {
+// dumpNeedsEscape reports whether c must be escaped under flags.
+func dumpNeedsEscape(c byte, flags escapeFlags) bool {
 	switch {
 	case c == '\\':
 		return true
@@ -47,13 +47,13 @@ func appendEscaped[T string | []byte](dst []byte, s T, flags escapeFlags) []byte
 		return append(dst, `\x2d`...)
 	}
 	i := 0
-	for i < len(s) && !needsEscape(s[i], flags) {
+	for i < len(s) && !dumpNeedsEscape(s[i], flags) {
 		i++
 	}
 	dst = append(dst, s[:i]...)
 	for ; i < len(s); i++ {
 		c := s[i]
-		if !needsEscape(c, flags) {
+		if !dumpNeedsEscape(c, flags) {
 			dst = append(dst, c)
 			continue
 		}
@@ -88,12 +88,12 @@ func EscapeForLs(s string) string {
 
 // Errors of UnescapeField and of the dump parser's field decoding.
 var (
-	ErrEscapeTruncated = errors.New(`backslash at end of field`)
+	ErrEscapeTruncated = errors.New(`backslash at end of dumpFieldText`)
 	ErrEscapeHex       = errors.New(`\x must be followed by two hex digits`)
 	ErrEscapeUnknown   = errors.New(`unsupported escape`)
 )
 
-func unhex(c byte) int {
+func unhexDigit(c byte) int {
 	switch {
 	case '0' <= c && c <= '9':
 		return int(c - '0')
@@ -131,7 +131,7 @@ func appendUnescaped(dst, src []byte) ([]byte, error) {
 			if i+2 >= len(src) {
 				return dst, ErrEscapeHex
 			}
-			hi, lo := unhex(src[i+1]), unhex(src[i+2])
+			hi, lo := unhexDigit(src[i+1]), unhexDigit(src[i+2])
 			if hi < 0 || lo < 0 {
 				return dst, ErrEscapeHex
 			}

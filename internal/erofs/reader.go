@@ -150,10 +150,10 @@ type imgReader struct {
 	buildTime Timespec
 	xattrBase uint64 // byte offset of the shared xattr area
 
-	dirs   map[uint64]bool        // directory nids already read
-	seen   map[uint64]*Node       // non-directory nids already read
+	dirs   map[uint64]bool     // directory nids already read
+	seen   map[uint64]*Node    // non-directory nids already read
 	shared map[uint32]rdShared // decoded shared xattr entries by id
-	keys   map[string]string      // interned xattr names
+	keys   map[string]string   // interned xattr names
 	keyBuf []byte
 
 	entries    int   // directory entries read so far
@@ -487,8 +487,8 @@ func rdSizeOff(ino *rdInode) uint64 {
 
 // rdDirent is a parsed directory entry other than "." and "..".
 type rdDirent struct {
-	name  string
-	nid   uint64
+	name   string
+	nid    uint64
 	ftype  uint8
 	off    uint64 // offset of the dirent, for errors
 	nameAt uint64 // offset of the name

@@ -2,6 +2,7 @@ package erofs
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
 	"flag"
 	"fmt"
@@ -655,8 +656,12 @@ func TestReadCorrupt(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, c.msg)
 			}
 			if *updateCorrupt {
-				p := filepath.Join("testdata", "corrupt", c.name+".img")
-				if err := os.WriteFile(p, data, 0o644); err != nil {
+				var buf bytes.Buffer
+				zw := gzip.NewWriter(&buf)
+				zw.Write(data)
+				zw.Close()
+				p := filepath.Join("testdata", "corrupt", c.name+".img.gz")
+				if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -664,25 +669,30 @@ func TestReadCorrupt(t *testing.T) {
 	}
 }
 
-// TestReadCorruptFiles reads the stored broken images. The kind each must
-// give is the case of the same name in corruptions.
+// TestReadCorruptFiles reads the stored broken images (gzipped). The kind
+// each must give is that of the case of the same name in corruptions; the
+// files keep the cases honest if the writer's output ever changes.
 func TestReadCorruptFiles(t *testing.T) {
-	kinds := map[string]corruption{}
+	cases := map[string]corruption{}
 	for _, c := range corruptions {
-		kinds[c.name] = c
+		cases[c.name] = c
 	}
-	paths, _ := filepath.Glob(filepath.Join("testdata", "corrupt", "*.img"))
+	paths, _ := filepath.Glob(filepath.Join("testdata", "corrupt", "*.img.gz"))
 	if len(paths) == 0 {
-		t.Skip("no stored corrupt images")
+		t.Fatal("no stored corrupt images; run go test -run TestReadCorrupt -update-corrupt")
 	}
 	for _, p := range paths {
-		name := strings.TrimSuffix(filepath.Base(p), ".img")
-		c, ok := kinds[name]
+		name := strings.TrimSuffix(filepath.Base(p), ".img.gz")
+		c, ok := cases[name]
 		if !ok {
 			t.Errorf("%s: no case called %s", p, name)
 			continue
 		}
-		_, err := ReadImageFile(p)
+		data, err := readMaybeGzip(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ReadImage(data)
 		if !errors.Is(err, c.kind) || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%s: %v, want %v mentioning %q", p, err, c.kind, c.msg)
 		}

@@ -78,7 +78,7 @@ func (n *Node) IsHardlink() bool { return n.LinkTo != nil }
 
 // IsWhiteout reports whether n is an overlayfs whiteout: a character device
 // with device number 0/0.
-func (n *Node) IsWhiteout() bool { return n.Type() == ModeChr && n.Rdev == 0 }
+func (n *Node) IsWhiteout() bool { return n.Type() == ModeChr && uint32(n.Rdev) == 0 }
 
 // IsExternal reports whether n is a regular file whose content lives in
 // the object store rather than inline in the image.

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
+	"github.com/cfs-deploy/cfs-deploy/internal/repo"
+)
+
+func init() {
+	register("init", command{
+		summary: "create a repository",
+		run:     runInit,
+		usage: usageText(`Usage: cfs-deploy init [--insecure] [--repo DIR]
+
+Creates a repository. It is secure by default: meta.json and every object
+carry fs-verity, so the filesystem must support it (ext4 -O verity, btrfs,
+f2fs). --insecure creates a repository that works on any filesystem and
+computes digests in userspace; boots from it need composefs=?<digest>.`),
+	})
+	register("commit", command{
+		summary: "commit a directory, tar stream or dump file to a branch",
+		run:     runCommit,
+		usage: usageText(`Usage: cfs-deploy commit --branch NAME [--subject TEXT] [--version V] [--json] SOURCE
+       cfs-deploy commit --branch NAME [...] --from-tar FILE|-
+       cfs-deploy commit --branch NAME [...] --from-dump FILE
+
+Stores every file larger than 64 bytes as an object (deduplicated against
+everything already in the repository), writes the composefs image, records
+a commit whose parent is the branch's previous tip, and moves the branch.
+Prints the commit id and the image digest (the composefs= kernel argument).
+A directory SOURCE is read without crossing into other filesystems (like
+tar --one-file-system); hard links are kept. Files unchanged since the last
+commit (same device, inode, size, mtime and ctime) are not read again.`),
+	})
+	register("log", command{
+		summary: "show a branch's history",
+		run:     runLog,
+		usage:   usageText(`Usage: cfs-deploy log [--json] [-n N] BRANCH|COMMIT`),
+	})
+	register("show", command{
+		summary: "show one commit",
+		run:     runShow,
+		usage:   usageText(`Usage: cfs-deploy show [--json] COMMIT`),
+	})
+	register("branches", command{
+		summary: "list branches",
+		run:     runBranches,
+		usage:   usageText(`Usage: cfs-deploy branches [--json]`),
+	})
+}
+
+func usageText(s string) func(io.Writer) {
+	return func(w io.Writer) { fmt.Fprintln(w, s) }
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func runInit(prog string, args []string) error {
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	repoFlags(fs)
+	insecure := fs.Bool("insecure", false, "")
+	ops, err := cliutil.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(ops) > 0 {
+		return cliutil.Usagef("unexpected argument %q (use --repo DIR)", ops[0])
+	}
+	c, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	if err := repo.Init(c.Repo, repo.InitOptions{Insecure: *insecure}); err != nil {
+		return err
+	}
+	mode := "secure (fs-verity)"
+	if *insecure {
+		mode = "insecure (no fs-verity)"
+	}
+	fmt.Printf("initialised %s repository at %s\n", mode, c.Repo)
+	return nil
+}
+
+func runCommit(prog string, args []string) error {
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	repoFlags(fs)
+	branch := fs.String("branch", "", "")
+	subject := fs.String("subject", "", "")
+	version := fs.String("version", "", "")
+	fromTar := fs.String("from-tar", "", "")
+	fromDump := fs.String("from-dump", "", "")
+	asJSON := fs.Bool("json", false, "")
+	ops, err := cliutil.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if *branch == "" {
+		return cliutil.Usagef("--branch is required")
+	}
+	sources := len(ops)
+	if *fromTar != "" {
+		sources++
+	}
+	if *fromDump != "" {
+		sources++
+	}
+	if sources != 1 {
+		return cliutil.Usagef("give exactly one source: a directory, --from-tar or --from-dump")
+	}
+	r, _, err := openRepo(false, *asJSON)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	opts := repo.CommitOptions{Branch: *branch, Subject: *subject, Version: *version}
+	var prog_ *progress
+	if isTerminal(os.Stderr) {
+		prog_ = newProgress("committing")
+		opts.Progress = prog_.update
+	}
+	start := time.Now()
+	var res *repo.CommitResult
+	switch {
+	case *fromTar != "":
+		in, closeIn, err := openInput(*fromTar)
+		if err != nil {
+			return err
+		}
+		defer closeIn()
+		res, err = r.CommitTar(in, *fromTar, opts)
+		if err != nil {
+			return err
+		}
+	case *fromDump != "":
+		in, closeIn, err := openInput(*fromDump)
+		if err != nil {
+			return err
+		}
+		defer closeIn()
+		res, err = r.CommitDump(in, *fromDump, opts)
+		if err != nil {
+			return err
+		}
+	default:
+		res, err = r.CommitDir(ops[0], opts)
+		if err != nil {
+			return err
+		}
+	}
+	prog_.done()
+	if *asJSON {
+		return printJSON(map[string]any{"commit": res.ID.String(), "image": res.Image.String(), "record": res.Commit})
+	}
+	fmt.Printf("commit %s\nimage  %s\n", res.ID, res.Image)
+	st := res.Commit.Stats
+	fmt.Fprintf(os.Stderr, "%d entries, %d objects (%d new), %s of content, in %.2fs\n",
+		st.Entries, st.Objects, st.NewObjects, humanBytes(st.ContentBytes), time.Since(start).Seconds())
+	return nil
+}
+
+func openInput(name string) (io.Reader, func(), error) {
+	if name == "-" {
+		return os.Stdin, func() {}, nil
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func runLog(prog string, args []string) error {
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	repoFlags(fs)
+	asJSON := fs.Bool("json", false, "")
+	max := fs.Int("n", 0, "")
+	ops, err := cliutil.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(ops) != 1 {
+		return cliutil.Usagef("give one branch or commit")
+	}
+	r, _, err := openRepo(false, true)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	id, err := r.Resolve(ops[0])
+	if err != nil {
+		return err
+	}
+	ids, commits, err := r.Log(id, *max)
+	if *asJSON {
+		var out []map[string]any
+		for i := range ids {
+			out = append(out, map[string]any{"id": ids[i].String(), "commit": commits[i]})
+		}
+		if jerr := printJSON(out); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	for i := range ids {
+		printCommit(ids[i].String(), commits[i])
+		fmt.Println()
+	}
+	return err
+}
+
+func printCommit(id string, c *repo.Commit) {
+	fmt.Printf("commit %s\n", id)
+	if c.Parent != "" {
+		fmt.Printf("parent %s\n", c.Parent)
+	}
+	fmt.Printf("date   %s\n", c.Time.Format(time.RFC3339))
+	fmt.Printf("image  %s\n", c.Image)
+	if c.Version != "" {
+		fmt.Printf("version %s\n", c.Version)
+	}
+	if c.Kernel != nil {
+		fmt.Printf("kernel %s\n", c.Kernel.Version)
+	}
+	if c.Subject != "" {
+		fmt.Printf("\n    %s\n", strings.ReplaceAll(c.Subject, "\n", "\n    "))
+	}
+}
+
+func runShow(prog string, args []string) error {
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	repoFlags(fs)
+	asJSON := fs.Bool("json", false, "")
+	ops, err := cliutil.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(ops) != 1 {
+		return cliutil.Usagef("give one commit")
+	}
+	r, _, err := openRepo(false, true)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	id, err := r.Resolve(ops[0])
+	if err != nil {
+		return err
+	}
+	c, err := r.ReadCommit(id)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(map[string]any{"id": id.String(), "commit": c})
+	}
+	printCommit(id.String(), c)
+	st := c.Stats
+	fmt.Printf("\n%d entries, %d objects, %s of content\n", st.Entries, st.Objects, humanBytes(st.ContentBytes))
+	if c.Kernel != nil {
+		fmt.Printf("vmlinuz   %s\n", c.Kernel.Vmlinuz)
+		if c.Kernel.Initramfs != "" {
+			fmt.Printf("initramfs %s\n", c.Kernel.Initramfs)
+		}
+	}
+	return nil
+}
+
+func runBranches(prog string, args []string) error {
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	repoFlags(fs)
+	asJSON := fs.Bool("json", false, "")
+	if _, err := cliutil.Parse(fs, args); err != nil {
+		return err
+	}
+	r, _, err := openRepo(false, true)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	names, err := r.Branches()
+	if err != nil {
+		return err
+	}
+	type entry struct {
+		Branch string `json:"branch"`
+		Commit string `json:"commit"`
+		Image  string `json:"image,omitempty"`
+		Time   string `json:"time,omitempty"`
+		Error  string `json:"error,omitempty"`
+	}
+	var out []entry
+	for _, n := range names {
+		e := entry{Branch: n}
+		id, err := r.Branch(n)
+		if err != nil {
+			e.Error = err.Error()
+		} else {
+			e.Commit = id.String()
+			if c, err := r.ReadCommit(id); err == nil {
+				e.Image, e.Time = c.Image, c.Time.Format(time.RFC3339)
+			} else {
+				e.Error = err.Error()
+			}
+		}
+		out = append(out, e)
+	}
+	if *asJSON {
+		if out == nil {
+			out = []entry{}
+		}
+		return printJSON(out)
+	}
+	for _, e := range out {
+		if e.Error != "" {
+			fmt.Printf("%-20s %s (broken: %s)\n", e.Branch, e.Commit, e.Error)
+			continue
+		}
+		fmt.Printf("%-20s %s  %s\n", e.Branch, e.Commit[:12], e.Time)
+	}
+	return nil
+}

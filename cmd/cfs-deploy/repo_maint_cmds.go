@@ -1,0 +1,175 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
+	"github.com/cfs-deploy/cfs-deploy/internal/mount"
+	"github.com/cfs-deploy/cfs-deploy/internal/repo"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+)
+
+func init() {
+	register("fsck", command{
+		summary: "verify every object, image, commit and branch",
+		run:     runFsck,
+		usage: usageText(`Usage: cfs-deploy fsck [--quick] [--json]
+
+Checks that every object's content matches its name (measured by the
+kernel where fs-verity is on, recomputed otherwise; --quick skips
+re-reading contents), that every image parses and references only present
+objects of the right size, and that every commit and branch resolves.
+Lists each problem with its path; exits 1 if there is any.`),
+	})
+	register("gc", command{
+		summary: "remove what no branch or deployment references",
+		run:     runGC,
+		usage: usageText(`Usage: cfs-deploy gc [--dry-run] [--depth N] [--json]
+
+Removes objects, images and commits that no branch (down to --depth
+commits of history, default from the configuration, 0 = all), no
+deployment and no commit in that history references. Waits for running
+commits to finish and blocks new ones while it runs.`),
+	})
+	register("mount", command{
+		summary: "mount a commit or image read-only (or with an upper layer)",
+		run:     runMount,
+		usage: usageText(`Usage: cfs-deploy mount [--upperdir DIR --workdir DIR] REF|IMAGE-DIGEST MOUNTPOINT
+
+Checks the image's digest, then mounts EROFS + overlayfs with the
+repository's objects as the data-only lower layer (verity=require in a
+secure repository). Read-only unless an upper layer is given.`),
+	})
+}
+
+func runFsck(prog string, args []string) error {
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	repoFlags(fs)
+	quick := fs.Bool("quick", false, "")
+	asJSON := fs.Bool("json", false, "")
+	if _, err := cliutil.Parse(fs, args); err != nil {
+		return err
+	}
+	r, _, err := openRepo(false, *asJSON)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	rep, err := r.Fsck(repo.FsckOptions{Quick: *quick})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if err := printJSON(rep); err != nil {
+			return err
+		}
+	} else {
+		for _, p := range rep.Problems {
+			fmt.Printf("%s: %s\n", p.Path, p.What)
+		}
+		fmt.Fprintf(os.Stderr, "checked %d objects, %d images, %d commits, %d branches: %d problems\n",
+			rep.Objects, rep.Images, rep.Commits, rep.Branches, len(rep.Problems))
+	}
+	if len(rep.Problems) > 0 {
+		return errSilentFailure
+	}
+	return nil
+}
+
+// errSilentFailure exits 1 without another message: the output said why.
+var errSilentFailure = errors.New("")
+
+func runGC(prog string, args []string) error {
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	repoFlags(fs)
+	dry := fs.Bool("dry-run", false, "")
+	depth := fs.Int("depth", -1, "")
+	asJSON := fs.Bool("json", false, "")
+	if _, err := cliutil.Parse(fs, args); err != nil {
+		return err
+	}
+	r, c, err := openRepo(true, *asJSON)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	d := c.GC.KeepDepth
+	if *depth >= 0 {
+		d = *depth
+	}
+	rep, err := r.GC(repo.GCOptions{DryRun: *dry, Depth: d})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(rep)
+	}
+	verb := "removed"
+	if *dry {
+		verb = "would remove"
+	}
+	fmt.Printf("%s %d objects (%s), %d images, %d commits, %d temporary files; kept %d objects\n",
+		verb, rep.Objects, humanBytes(rep.Bytes), rep.Images, rep.Commits, rep.TempFiles, rep.KeptObjects)
+	return nil
+}
+
+func runMount(prog string, args []string) error {
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	repoFlags(fs)
+	upper := fs.String("upperdir", "", "")
+	work := fs.String("workdir", "", "")
+	ops, err := cliutil.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(ops) != 2 {
+		return cliutil.Usagef("give a ref or image digest and a mount point")
+	}
+	if (*upper == "") != (*work == "") {
+		return cliutil.Usagef("--upperdir and --workdir go together")
+	}
+	r, _, err := openRepo(false, false)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	img, err := resolveImage(r, ops[0])
+	if err != nil {
+		return err
+	}
+	opts := mount.Options{
+		Image:                r.ImagePath(img),
+		ObjectDirs:           []string{r.ObjectsDir()},
+		ExpectDigest:         &img,
+		AllowUserspaceDigest: !r.Secure,
+		RequireVerity:        r.Secure,
+		UpperDir:             *upper,
+		WorkDir:              *work,
+		ReadWrite:            *upper != "",
+	}
+	if err := mount.Mount(ops[1], opts); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "mounted image %s at %s\n", img, ops[1])
+	return nil
+}
+
+// resolveImage accepts an image digest the repository holds, or anything
+// that names a commit.
+func resolveImage(r *repo.Repo, name string) (verity.Digest, error) {
+	if d, err := verity.ParseDigest(name); err == nil && r.HasImage(d) {
+		return d, nil
+	}
+	id, err := r.Resolve(name)
+	if err != nil {
+		return verity.Digest{}, err
+	}
+	c, err := r.ReadCommit(id)
+	if err != nil {
+		return verity.Digest{}, err
+	}
+	return c.ImageDigest(), nil
+}

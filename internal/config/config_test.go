@@ -1,0 +1,46 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.toml")
+	os.WriteFile(p, []byte("repo = \"/srv/repo\"\n[gc]\nkeep-depth = 3\n"), 0o644)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Repo != "/srv/repo" || c.GC.KeepDepth != 3 || c.Source != p {
+		t.Fatalf("got %+v", c)
+	}
+}
+
+func TestLoadRejectsUnknownKey(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(p, []byte("repository = \"/x\"\n"), 0o644)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "repository") {
+		t.Fatalf("got %v, want an unknown-key error naming it", err)
+	}
+}
+
+func TestLoadMissingExplicitFileFails(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "nope.toml")); err == nil {
+		t.Fatal("missing explicit configuration accepted")
+	}
+}
+
+func TestLoadDefaultsFromEnvAbsent(t *testing.T) {
+	t.Setenv("CFS_DEPLOY_CONFIG", "")
+	c, err := Load("")
+	if err != nil && !strings.Contains(err.Error(), DefaultPath) {
+		t.Fatal(err)
+	}
+	if err == nil && c.Repo == "" {
+		t.Fatal("no default repo")
+	}
+}

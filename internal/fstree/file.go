@@ -1,0 +1,127 @@
+package fstree
+
+import (
+	"encoding/hex"
+	"os"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"golang.org/x/sys/unix"
+)
+
+// parallelFileSize is the size from which a file is hashed by
+// verity.DigestFile on all cores rather than by one worker: big enough that
+// the goroutines pay off, small enough that a big file at the end of the
+// scan does not leave the other cores idle.
+const parallelFileSize = 8 << 20
+
+// hashFile computes the fs-verity digest of the regular file of job j
+// and, with a store, copies the file into it.
+func (w *worker) hashFile(j job) error {
+	defer j.dir.release()
+	s := w.s
+	if s.failed.Load() {
+		return nil
+	}
+	n := j.node
+	path := func() string { return pathJoin(j.dir.path, n.Name) }
+	fd, err := w.openFile(j.dir.fd, cName(n))
+	if err != nil {
+		return scanError(path(), "open", err)
+	}
+
+	var (
+		d verity.Digest
+		f *os.File // only when the standard library needs one
+	)
+	if j.size >= parallelFileSize {
+		f = os.NewFile(uintptr(fd), path())
+		d, err = verity.DigestFile(f)
+		if err == nil {
+			var fi os.FileInfo
+			fi, err = f.Stat()
+			if err == nil && fi.Size() != j.size {
+				err = errChanged
+			}
+		}
+	} else {
+		d, err = w.digest(fd, j.size)
+	}
+	if err == nil && s.opts.Store != nil {
+		if f == nil {
+			f = os.NewFile(uintptr(fd), path())
+		}
+		_, err = s.opts.Store.PutFile(f, j.size, d)
+	}
+	if f != nil {
+		f.Close()
+	} else {
+		unix.Close(fd)
+	}
+	if err != nil {
+		return scanError(path(), "hash", err)
+	}
+	w.setDigest(n, d)
+	s.nBytes.Add(j.size)
+	return nil
+}
+
+// digest hashes the size bytes of the file open at fd with the worker's
+// hasher, failing if the file turns out shorter or longer.
+func (w *worker) digest(fd int, size int64) (verity.Digest, error) {
+	h := w.hasher
+	h.Reset()
+	left := size
+	for {
+		// Ask for one byte more than is left: getting it means the file
+		// grew, and a short read of a regular file means end of file, so
+		// the usual file takes a single read.
+		want := len(w.buf)
+		if left < int64(want) {
+			want = int(left) + 1
+		}
+		k, err := unix.Read(fd, w.buf[:want])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return verity.Digest{}, err
+		}
+		if int64(k) > left {
+			return verity.Digest{}, errChanged
+		}
+		h.Write(w.buf[:k])
+		left -= int64(k)
+		if k < want {
+			if left != 0 {
+				if k == 0 {
+					return verity.Digest{}, errChanged
+				}
+				continue // a short read that is not the end: go on
+			}
+			return h.Sum(), nil
+		}
+	}
+}
+
+// setDigest records d in n. The digests are carved out of shared blocks
+// and the object path is spelled in one allocation: with thousands of
+// files, allocations are what the garbage collector charges for.
+func (w *worker) setDigest(n *erofs.Node, d verity.Digest) {
+	if len(w.digests) < len(d) {
+		w.digests = make([]byte, 256*len(d))
+	}
+	n.Digest = w.digests[:len(d):len(d)]
+	w.digests = w.digests[len(d):]
+	copy(n.Digest, d[:])
+	n.Payload = objectPath(d)
+}
+
+// objectPath is d.ObjectPath(), "xx/" and 62 hex digits.
+func objectPath(d verity.Digest) string {
+	var b [2*len(d) + 1]byte
+	hex.Encode(b[:2], d[:1])
+	b[2] = '/'
+	hex.Encode(b[3:], d[1:])
+	return string(b[:])
+}

@@ -1,0 +1,437 @@
+// Package initramfs builds the initramfs image that boots a cfs-deploy host:
+// cfs-init as /init, the kernel modules needed to reach the root file
+// system (with their load order precomputed), and a few device nodes and
+// mount points.
+//
+// The image is reproducible: the same inputs give the same bytes (names
+// sorted, parents first, inode numbers in that order, mtime 0, owner 0:0,
+// compression without timestamps). It is a newc cpio written by this
+// package itself: the format is small, and owning the writer keeps every
+// header field under control.
+package initramfs
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/kmod"
+	"github.com/cfs-deploy/cfs-deploy/internal/kmod/load"
+)
+
+// DefaultModules is the module set used when Options.Modules is nil: disk
+// controllers for common virtual and physical machines, the root file
+// systems cfs-deploy supports, EROFS and overlayfs for composefs, loop, and
+// the crypto modules that must be in place before their users: crc32c
+// before ext4/jbd2/libcrc32c (softdeps that nothing else would load in an
+// initramfs without modprobe) and the accelerated sha256, which fs-verity
+// only picks up if it is loaded before the first verity use. Modules that a
+// kernel lacks are skipped; built-in ones are noted.
+func DefaultModules() []string {
+	return []string{
+		"crc32c_generic", "crc32c-intel", "sha256-ssse3",
+		"virtio_blk", "virtio_pci", "virtio_scsi", "ahci", "nvme", "sd_mod",
+		"ext4", "xfs", "btrfs", "erofs", "overlay", "loop",
+	}
+}
+
+// Options say what goes into the image.
+type Options struct {
+	// Init is the host path of the cfs-init binary, archived as /init.
+	Init string
+	// KernelVersion is the kernel release (uname -r) whose modules are
+	// included. Empty: the only version found in ModulesTree.
+	KernelVersion string
+	// ModulesTree is a root directory holding the modules in
+	// usr/lib/modules/<KernelVersion> or lib/modules/<KernelVersion>
+	// ("/" for the running system, or an extracted kernel package). Empty:
+	// an image without modules, for kernels that have everything built in.
+	ModulesTree string
+	// Modules are the module names to include with everything they need.
+	// Nil means DefaultModules, whose members may be absent from the tree
+	// (they are skipped with a note); names given here, and in Extra,
+	// must exist in the tree or be built in.
+	Modules []string
+	// Extra are more module names, added to Modules or to the defaults.
+	Extra []string
+	// ExtraFiles maps absolute paths in the image to host files (symlinks
+	// followed), for example a static busybox for an emergency shell. They
+	// keep their permission bits; parent directories are created.
+	ExtraFiles map[string]string
+	// Compression is "gzip" (the default), "zstd" or "none".
+	Compression string
+}
+
+// Manifest describes a built image.
+type Manifest struct {
+	KernelVersion string
+	ModuleDir     string // module directory in the image, "usr/lib/modules/<kver>"; "" without modules
+	Compression   string
+	Entries       []Entry       // every archive member, in archive order
+	Modules       []kmod.Module // in load order
+	LoadList      []string      // ModuleDir-relative paths in load order (the content of cfs-load.list)
+	Builtin       []string      // requested modules that are built into the kernel
+	Skipped       []string      // default modules the tree does not have
+	Notes         []string
+	ArchiveSize   int64 // uncompressed cpio size
+	Size          int64 // bytes written
+}
+
+// Entry is one archive member.
+type Entry struct {
+	Path   string      // without leading '/'
+	Mode   fs.FileMode // type and permission bits
+	Size   int64       // data size (symlink: target length)
+	Source string      // host file it was copied from; "" when generated
+	Target string      // symlink target
+	Major  uint32      // device numbers of a device node
+	Minor  uint32
+}
+
+// entry is an archive member being assembled.
+type entry struct {
+	name         string // clean, relative
+	mode         uint32 // unix st_mode
+	data         []byte // generated content or symlink target
+	src          string // host file, when not generated
+	size         int64
+	major, minor uint32
+}
+
+type image struct {
+	entries map[string]*entry
+}
+
+func (im *image) add(e *entry) error {
+	if old, dup := im.entries[e.name]; dup {
+		switch {
+		case old.mode&modeType == modeDir && e.mode&modeType == modeDir:
+			return nil
+		case e.mode&modeType == modeDir:
+			return fmt.Errorf("/%s is already in the image and not a directory", e.name)
+		}
+		return fmt.Errorf("/%s is already in the image", e.name)
+	}
+	if dir := path.Dir(e.name); dir != "." {
+		if err := im.add(&entry{name: dir, mode: modeDir | 0o755}); err != nil {
+			return fmt.Errorf("parent of /%s: %w", e.name, err)
+		}
+	}
+	im.entries[e.name] = e
+	return nil
+}
+
+// Build writes a compressed initramfs image to w.
+func Build(w io.Writer, opts Options) (Manifest, error) {
+	m := Manifest{Compression: opts.Compression}
+	if m.Compression == "" {
+		m.Compression = "gzip"
+	}
+	if m.Compression != "gzip" && m.Compression != "zstd" && m.Compression != "none" {
+		return m, fmt.Errorf("initramfs: unknown compression %q (gzip, zstd or none)", opts.Compression)
+	}
+	if opts.Init == "" {
+		return m, errors.New("initramfs: no init binary")
+	}
+	im := &image{entries: make(map[string]*entry)}
+
+	initEnt, err := hostFile(opts.Init, "init")
+	if err != nil {
+		return m, err
+	}
+	initEnt.mode = modeReg | 0o755
+	fixed := []*entry{
+		initEnt,
+		{name: "dev", mode: modeDir | 0o755},
+		{name: "dev/console", mode: modeChr | 0o600, major: 5, minor: 1},
+		{name: "dev/null", mode: modeChr | 0o666, major: 1, minor: 3},
+		{name: "proc", mode: modeDir | 0o555},
+		{name: "sys", mode: modeDir | 0o555},
+		{name: "run", mode: modeDir | 0o755},
+		{name: "sysroot", mode: modeDir | 0o755},
+		{name: "usr/lib", mode: modeDir | 0o755},
+		// Tools that look in /lib/modules (busybox modprobe) find them.
+		{name: "lib", mode: modeLink | 0o777, data: []byte("usr/lib")},
+	}
+	for _, e := range fixed {
+		if err := im.add(e); err != nil {
+			return m, err
+		}
+	}
+
+	if err := addModules(im, &m, opts); err != nil {
+		return m, err
+	}
+
+	dests := make([]string, 0, len(opts.ExtraFiles))
+	for d := range opts.ExtraFiles {
+		dests = append(dests, d)
+	}
+	sort.Strings(dests)
+	for _, d := range dests {
+		name, err := imagePath(d)
+		if err != nil {
+			return m, err
+		}
+		if name == "lib" || strings.HasPrefix(name, "lib/") {
+			return m, fmt.Errorf("initramfs: extra file %s: /lib is a symlink to usr/lib in the image; use /usr/lib", d)
+		}
+		e, err := hostFile(opts.ExtraFiles[d], name)
+		if err != nil {
+			return m, err
+		}
+		if err := im.add(e); err != nil {
+			return m, fmt.Errorf("initramfs: extra file %s: %w", d, err)
+		}
+	}
+
+	return m, write(w, im, &m)
+}
+
+// imagePath turns an absolute image path into an archive name.
+func imagePath(p string) (string, error) {
+	if !path.IsAbs(p) || strings.ContainsRune(p, 0) {
+		return "", fmt.Errorf("initramfs: image path %q must be absolute", p)
+	}
+	name := strings.TrimPrefix(path.Clean(p), "/")
+	if name == "" {
+		return "", fmt.Errorf("initramfs: image path %q names the root", p)
+	}
+	return name, nil
+}
+
+// hostFile stats a regular host file (following symlinks) for the archive.
+func hostFile(src, name string) (*entry, error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return nil, fmt.Errorf("initramfs: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("initramfs: %s: not a regular file", src)
+	}
+	if fi.Size() > 1<<32-1 {
+		return nil, fmt.Errorf("initramfs: %s: too large for cpio", src)
+	}
+	return &entry{name: name, mode: modeReg | uint32(fi.Mode().Perm()), src: src, size: fi.Size()}, nil
+}
+
+// findModDir locates <tree>/usr/lib/modules/<kver> or <tree>/lib/modules/<kver>.
+func findModDir(tree, kver string) (dir, version string, err error) {
+	bases := []string{filepath.Join(tree, "usr", "lib", "modules"), filepath.Join(tree, "lib", "modules")}
+	if kver == "" {
+		seen := make(map[string]bool)
+		var found []string
+		for _, b := range bases {
+			ents, _ := os.ReadDir(b)
+			for _, e := range ents {
+				if _, err := os.Stat(filepath.Join(b, e.Name(), "kernel")); err == nil && !seen[e.Name()] {
+					seen[e.Name()] = true
+					found = append(found, e.Name())
+				}
+			}
+		}
+		if len(found) != 1 {
+			return "", "", fmt.Errorf("initramfs: %s holds modules for %d kernel versions %v; say which", tree, len(found), found)
+		}
+		kver = found[0]
+	}
+	if kver == "." || kver == ".." || strings.ContainsAny(kver, "/\x00") {
+		return "", "", fmt.Errorf("initramfs: bad kernel version %q", kver)
+	}
+	for _, b := range bases {
+		d := filepath.Join(b, kver)
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			return d, kver, nil
+		}
+	}
+	return "", "", fmt.Errorf("initramfs: no modules for kernel %s in %s (usr/lib/modules or lib/modules)", kver, tree)
+}
+
+func addModules(im *image, m *Manifest, opts Options) error {
+	if opts.ModulesTree == "" {
+		if len(opts.Modules) > 0 || len(opts.Extra) > 0 {
+			return errors.New("initramfs: modules requested but no ModulesTree")
+		}
+		m.KernelVersion = opts.KernelVersion
+		m.Notes = append(m.Notes, "no modules: no ModulesTree given")
+		return nil
+	}
+	modDir, kver, err := findModDir(opts.ModulesTree, opts.KernelVersion)
+	if err != nil {
+		return err
+	}
+	m.KernelVersion = kver
+	m.ModuleDir = "usr/lib/modules/" + kver
+
+	want := opts.Modules
+	var optional []string
+	if want == nil {
+		want = DefaultModules()
+		optional = want
+	}
+	want = append(append([]string(nil), want...), opts.Extra...)
+	res, err := kmod.ResolveWith(modDir, want, kmod.ResolveOptions{Optional: optional})
+	if err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	m.Modules, m.Builtin, m.Skipped = res.Modules, res.Builtin, res.Missing
+	m.Notes = append(m.Notes, res.Notes...)
+	for _, s := range res.Missing {
+		m.Notes = append(m.Notes, fmt.Sprintf("module %s: not in %s, skipped", s, modDir))
+	}
+	for _, b := range res.Builtin {
+		m.Notes = append(m.Notes, fmt.Sprintf("module %s: built into the kernel", b))
+	}
+
+	if err := im.add(&entry{name: m.ModuleDir, mode: modeDir | 0o755}); err != nil {
+		return err
+	}
+	for _, mod := range res.Modules {
+		e, err := hostFile(filepath.Join(modDir, filepath.FromSlash(mod.Path)), m.ModuleDir+"/"+mod.Path)
+		if err != nil {
+			return err
+		}
+		e.mode = modeReg | 0o644
+		if err := im.add(e); err != nil {
+			return err
+		}
+		m.LoadList = append(m.LoadList, mod.Path)
+	}
+	var dep, list bytes.Buffer
+	if err := kmod.WriteModulesDep(&dep, res.Modules); err != nil {
+		return err
+	}
+	if err := kmod.WriteLoadList(&list, res.Modules); err != nil {
+		return err
+	}
+	gen := map[string][]byte{"modules.dep": dep.Bytes(), load.ListFile: list.Bytes()}
+	if b, err := os.ReadFile(filepath.Join(modDir, "modules.builtin")); err == nil {
+		gen["modules.builtin"] = b
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	for name, data := range gen {
+		if err := im.add(&entry{name: m.ModuleDir + "/" + name, mode: modeReg | 0o644, data: data, size: int64(len(data))}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// write emits the archive: names sorted (so parents precede children),
+// inode numbers 1, 2, ... in that order, everything owned by 0:0 with
+// mtime 0.
+func write(w io.Writer, im *image, m *Manifest) (err error) {
+	names := make([]string, 0, len(im.entries))
+	for n := range im.entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+
+	cw := &countWriter{w: w}
+	var out io.Writer
+	var closer io.Closer
+	switch m.Compression {
+	case "gzip":
+		z, _ := gzip.NewWriterLevel(cw, gzip.BestCompression) // header: no name, mtime 0
+		out, closer = z, z
+	case "zstd":
+		z, err := zstd.NewWriter(cw, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
+			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
+		if err != nil {
+			return err
+		}
+		out, closer = z, z
+	default:
+		out = cw
+	}
+	nw := &newcWriter{w: out}
+	for i, n := range names {
+		e := im.entries[n]
+		nlink := uint32(1)
+		if e.mode&modeType == modeDir {
+			nlink = 2
+		}
+		if e.src == "" {
+			e.size = int64(len(e.data))
+		}
+		h := header{Ino: uint32(i + 1), Mode: e.mode, NLink: nlink, Size: uint32(e.size),
+			RdevMajor: e.major, RdevMinor: e.minor, Name: n}
+		if err := nw.writeHeader(h); err != nil {
+			return err
+		}
+		if e.src != "" {
+			if err := copyHostFile(nw, e); err != nil {
+				return err
+			}
+		} else if err := nw.writeData(bytes.NewReader(e.data), e.size); err != nil {
+			return err
+		}
+		ent := Entry{Path: n, Mode: fileMode(e.mode), Size: e.size, Source: e.src, Major: e.major, Minor: e.minor}
+		if e.mode&modeType == modeLink {
+			ent.Target = string(e.data)
+		}
+		m.Entries = append(m.Entries, ent)
+	}
+	if err := nw.writeTrailer(); err != nil {
+		return err
+	}
+	m.ArchiveSize = nw.n
+	if closer != nil {
+		if err := closer.Close(); err != nil {
+			return err
+		}
+	}
+	m.Size = cw.n
+	return nil
+}
+
+func copyHostFile(nw *newcWriter, e *entry) error {
+	f, err := os.Open(e.src)
+	if err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	defer f.Close()
+	if err := nw.writeData(f, e.size); err != nil {
+		return fmt.Errorf("initramfs: %s: %w", e.src, err)
+	}
+	// A file that grew while being read would be cut silently.
+	if fi, err := f.Stat(); err != nil || fi.Size() != e.size {
+		return fmt.Errorf("initramfs: %s changed while being archived", e.src)
+	}
+	return nil
+}
+
+func fileMode(mode uint32) fs.FileMode {
+	m := fs.FileMode(mode & 0o777)
+	switch mode & modeType {
+	case modeDir:
+		m |= fs.ModeDir
+	case modeLink:
+		m |= fs.ModeSymlink
+	case modeChr:
+		m |= fs.ModeDevice | fs.ModeCharDevice
+	}
+	return m
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package mount
+
+import "errors"
+
+var errNotLinux = errors.New("composefs mounts need Linux")
+
+// Mount is only implemented on Linux.
+func Mount(target string, opts Options) error { return errNotLinux }
+
+// Unmount is only implemented on Linux.
+func Unmount(target string) error { return errNotLinux }

@@ -1,0 +1,89 @@
+package objstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// copyFile makes dst, an empty file, a copy of the first size bytes of
+// src without using either file's offset. It tries, in order: sharing
+// src's extents (FICLONE: instant on btrfs, XFS and bcachefs), an
+// in-kernel copy (copy_file_range: no trip through user space, and
+// server-side on NFS), and a plain read/write copy.
+func copyFile(dst, src *os.File, size int64) error {
+	if size == 0 {
+		return nil
+	}
+	dfd, sfd := int(dst.Fd()), int(src.Fd())
+
+	if kernelCopy && unix.IoctlFileClone(dfd, sfd) == nil {
+		// A clone takes the whole source; it must be exactly size bytes,
+		// or the content is not the one that was hashed.
+		var st unix.Stat_t
+		if err := unix.Fstat(dfd, &st); err != nil {
+			return err
+		}
+		if st.Size != size {
+			return fmt.Errorf("source is %d bytes, expected %d: %w", st.Size, size, errSourceChanged)
+		}
+		return nil
+	}
+
+	var off int64
+	for kernelCopy && off < size {
+		roff := off
+		n, err := unix.CopyFileRange(sfd, &roff, dfd, nil, int(min(size-off, 1<<30)), 0)
+		if err != nil {
+			if isCopyUnsupported(err) {
+				break // finish with read/write from off
+			}
+			return fmt.Errorf("copy_file_range: %w", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("source ended at %d bytes, expected %d: %w", off, size, errSourceChanged)
+		}
+		off += int64(n)
+	}
+	if off == size {
+		return nil
+	}
+
+	if _, err := dst.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	n, err := io.Copy(onlyWriter{dst}, io.NewSectionReader(src, off, size-off))
+	if err != nil {
+		return err
+	}
+	if off+n != size {
+		return fmt.Errorf("source ended at %d bytes, expected %d: %w", off+n, size, errSourceChanged)
+	}
+	return nil
+}
+
+// kernelCopy is switched off by tests to reach the read/write fallback.
+var kernelCopy = true
+
+var errSourceChanged = errors.New("source file changed while it was copied")
+
+// isCopyUnsupported reports whether copy_file_range refused this pair of
+// files (rather than failing on the data), so a plain copy should be tried.
+func isCopyUnsupported(err error) bool {
+	switch {
+	case errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EXDEV),
+		errors.Is(err, unix.EINVAL), errors.Is(err, unix.EOPNOTSUPP),
+		errors.Is(err, unix.EPERM), errors.Is(err, unix.EBADF):
+		return true
+	}
+	return false
+}
+
+// onlyWriter hides dst's ReadFrom, which would try copy_file_range and
+// sendfile again after they were found not to work.
+type onlyWriter struct{ w io.Writer }
+
+func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }

@@ -1,0 +1,268 @@
+// Package objstore keeps a content-addressed directory of file objects,
+// each named by the fs-verity digest of its content: DIR/xx/<62 hex>, the
+// layout `mkcomposefs --digest-store` writes and overlayfs reads as a
+// data-only lower layer.
+//
+// An object becomes visible under its final name only once it is complete:
+// it is written to a temporary file in DIR, made read-only (mode 0644, and
+// fs-verity when asked), and renamed into place. Objects are never
+// fsynced one by one; call Sync once before recording anything that makes
+// them reachable.
+package objstore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"golang.org/x/sys/unix"
+)
+
+// Options controls how new objects are written.
+type Options struct {
+	// EnableVerity tries FS_IOC_ENABLE_VERITY on every new object. If the
+	// filesystem cannot do fs-verity the object is stored without it, as
+	// mkcomposefs does, and no further attempts are made.
+	EnableVerity bool
+	// RequireVerity makes storing an object fail unless fs-verity could be
+	// enabled on it. It implies EnableVerity.
+	RequireVerity bool
+}
+
+// Store is an object directory. It is safe for concurrent use.
+type Store struct {
+	dir  string
+	dfd  int // the directory, for *at calls and syncfs
+	opts Options
+
+	noVerity atomic.Bool // the filesystem refused verity once; stop asking
+	tmpSeq   atomic.Uint64
+}
+
+// Modes of the fan-out directories and of the objects themselves.
+const (
+	dirMode    = 0o755
+	objectMode = 0o644
+)
+
+// Open opens the object directory dir, creating it (and its parents) if
+// it does not exist.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.RequireVerity {
+		opts.EnableVerity = true
+	}
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return nil, fmt.Errorf("open object store: %w", err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open object store %s: %w", dir, err)
+	}
+	return &Store{dir: dir, dfd: fd, opts: opts}, nil
+}
+
+// Close releases the store's directory descriptor. It does not sync.
+func (s *Store) Close() error {
+	if s.dfd < 0 {
+		return nil
+	}
+	err := unix.Close(s.dfd)
+	s.dfd = -1
+	if err != nil {
+		return fmt.Errorf("close object store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Dir returns the directory the store was opened on.
+func (s *Store) Dir() string { return s.dir }
+
+// Path returns where the object with digest d lives (whether or not it
+// exists).
+func (s *Store) Path(d verity.Digest) string {
+	return filepath.Join(s.dir, d.ObjectPath())
+}
+
+// Has reports whether the object with digest d exists.
+func (s *Store) Has(d verity.Digest) bool {
+	ok, _ := s.exists(d.ObjectPath())
+	return ok
+}
+
+// exists reports whether rel names a regular file in the store. Anything
+// else under an object's name is an error: nothing this package writes
+// could have put it there.
+func (s *Store) exists(rel string) (bool, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(s.dfd, rel, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG:
+		return true, nil
+	case err == nil:
+		return false, fmt.Errorf("%s exists and is not a regular file", filepath.Join(s.dir, rel))
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
+		// ENOTDIR: something else where the fan-out directory should be;
+		// creating the object will fail and say so.
+		return false, nil
+	default:
+		return false, fmt.Errorf("stat %s: %w", filepath.Join(s.dir, rel), err)
+	}
+}
+
+// Sync flushes everything written to the store's filesystem with one
+// syncfs(2). Callers run it after a batch of puts and before anything
+// that refers to the new objects is written.
+func (s *Store) Sync() error {
+	if err := unix.Syncfs(s.dfd); err != nil {
+		return fmt.Errorf("sync object store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// PutFile stores the first size bytes of src as the object d. The caller
+// vouches that d is the fs-verity digest of that content (it usually has
+// just computed it from the same descriptor); src's file offset is not
+// used or moved. created is false if the object already existed,
+// including when a concurrent writer stored it first.
+//
+// The copy is not hashed again: it is made by the kernel from the very
+// bytes the caller hashed (reflink or copy_file_range), so re-reading it
+// would double the cost of a store for no new information. When fs-verity
+// is enabled on the object, the kernel's measurement is compared with d
+// instead, which is free and is what later reads are checked against.
+func (s *Store) PutFile(src *os.File, size int64, d verity.Digest) (created bool, err error) {
+	if size < 0 {
+		return false, fmt.Errorf("store object %s: negative size %d", d, size)
+	}
+	return s.put(d, func(dst *os.File) error { return copyFile(dst, src, size) })
+}
+
+// PutBytes stores b and returns its digest. created is false if the object
+// already existed.
+func (s *Store) PutBytes(b []byte) (verity.Digest, bool, error) {
+	d := verity.DigestBytes(b)
+	created, err := s.put(d, func(dst *os.File) error {
+		_, err := dst.Write(b)
+		return err
+	})
+	return d, created, err
+}
+
+// put writes a new object d with fill unless it already exists.
+func (s *Store) put(d verity.Digest, fill func(dst *os.File) error) (bool, error) {
+	rel := d.ObjectPath()
+	if ok, err := s.exists(rel); ok || err != nil {
+		return false, wrapPut(s, rel, err)
+	}
+	if err := unix.Mkdirat(s.dfd, rel[:2], dirMode); err != nil && !errors.Is(err, unix.EEXIST) {
+		return false, wrapPut(s, rel, fmt.Errorf("create directory: %w", err))
+	}
+	tmp, err := s.writeTemp(fill)
+	if err != nil {
+		return false, wrapPut(s, rel, err)
+	}
+	created, err := s.commit(tmp, rel, d)
+	if err != nil {
+		unix.Unlinkat(s.dfd, tmp, 0)
+		return false, wrapPut(s, rel, err)
+	}
+	return created, nil
+}
+
+func wrapPut(s *Store, rel string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("store object %s: %w", filepath.Join(s.dir, rel), err)
+}
+
+// writeTemp creates a temporary file in the store directory, fills it and
+// closes it with the object's final mode. It returns the file's name
+// relative to the store; on error nothing is left behind.
+func (s *Store) writeTemp(fill func(dst *os.File) error) (string, error) {
+	var (
+		name string
+		fd   int
+		err  error
+	)
+	for {
+		name = fmt.Sprintf(".tmp-%d-%d", os.Getpid(), s.tmpSeq.Add(1))
+		fd, err = unix.Openat(s.dfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+		if !errors.Is(err, unix.EEXIST) { // left by a crashed run with our pid
+			break
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("create temporary file: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(s.dir, name))
+	err = fill(f)
+	if err != nil {
+		err = fmt.Errorf("write %s: %w", f.Name(), err)
+	} else {
+		err = f.Chmod(objectMode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		unix.Unlinkat(s.dfd, name, 0)
+		return "", err
+	}
+	return name, nil
+}
+
+// commit enables verity on the finished temporary file if asked and
+// renames it to rel. It reports false when another writer won the race.
+func (s *Store) commit(tmp, rel string, d verity.Digest) (bool, error) {
+	if s.opts.EnableVerity && !(s.noVerity.Load() && !s.opts.RequireVerity) {
+		if err := s.enableVerity(tmp, d); err != nil {
+			return false, err
+		}
+	}
+	err := unix.Renameat2(s.dfd, tmp, s.dfd, rel, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		// The filesystem cannot refuse to replace. Replacing an object
+		// with a copy of itself is harmless.
+		err = unix.Renameat(s.dfd, tmp, s.dfd, rel)
+	}
+	if errors.Is(err, unix.EEXIST) {
+		unix.Unlinkat(s.dfd, tmp, 0)
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("rename into place: %w", err)
+	}
+	return true, nil
+}
+
+// enableVerity turns on fs-verity for the temporary file tmp, which must
+// be closed for writing, and checks the kernel's measurement against d.
+func (s *Store) enableVerity(tmp string, d verity.Digest) error {
+	fd, err := unix.Openat(s.dfd, tmp, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("reopen for fs-verity: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(s.dir, tmp))
+	defer f.Close()
+	if err := verity.Enable(f); err != nil {
+		if s.opts.RequireVerity {
+			return err
+		}
+		if errors.Is(err, verity.ErrUnsupported) {
+			s.noVerity.Store(true)
+		}
+		return nil // best effort, as mkcomposefs does
+	}
+	got, err := verity.Measure(f)
+	if err != nil {
+		return err
+	}
+	if got != d {
+		return &verity.MismatchError{Path: f.Name(), Want: d, Got: got}
+	}
+	return nil
+}

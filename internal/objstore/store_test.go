@@ -1,0 +1,294 @@
+package objstore
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+)
+
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	x := uint32(seed) + 1
+	for i := range b {
+		x = x*1664525 + 1013904223
+		b[i] = byte(x >> 24)
+	}
+	return b
+}
+
+// source writes data to a file and returns it open for reading, with its
+// offset moved away from 0 to show that PutFile does not depend on it.
+func source(t *testing.T, data []byte) *os.File {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "src")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if len(data) > 3 {
+		f.Seek(3, 0)
+	}
+	return f
+}
+
+func openStore(t *testing.T, dir string, opts Options) *Store {
+	t.Helper()
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// noTemps fails if a temporary file is left in the store.
+func noTemps(t *testing.T, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".tmp") {
+			t.Errorf("temporary file %s left in store", e.Name())
+		}
+	}
+}
+
+func checkObject(t *testing.T, s *Store, d verity.Digest, want []byte) {
+	t.Helper()
+	p := s.Path(d)
+	if p != filepath.Join(s.Dir(), d.String()[:2], d.String()[2:]) {
+		t.Fatalf("Path = %s", p)
+	}
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("object %s: content differs (%d bytes, want %d)", d, len(got), len(want))
+	}
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode() != 0o644 {
+		t.Errorf("object mode %v, want -rw-r--r--", fi.Mode())
+	}
+	di, err := os.Stat(filepath.Dir(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if di.Mode() != os.ModeDir|0o755 {
+		t.Errorf("fan-out directory mode %v, want drwxr-xr-x", di.Mode())
+	}
+	if !s.Has(d) {
+		t.Errorf("Has(%s) = false", d)
+	}
+}
+
+func TestPutFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "objects") // parents created too
+	s := openStore(t, dir, Options{})
+	for _, size := range []int{0, 1, 4096, 4097, 1<<20 + 5} {
+		data := pattern(size, byte(size))
+		d := verity.DigestBytes(data)
+		if s.Has(d) {
+			t.Fatalf("Has before put")
+		}
+		src := source(t, data)
+		created, err := s.PutFile(src, int64(size), d)
+		if err != nil || !created {
+			t.Fatalf("PutFile(%d bytes) = %v, %v", size, created, err)
+		}
+		checkObject(t, s, d, data)
+
+		created, err = s.PutFile(src, int64(size), d)
+		if err != nil || created {
+			t.Fatalf("second PutFile = %v, %v; want false, nil", created, err)
+		}
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	noTemps(t, dir)
+}
+
+func TestPutFilePrefix(t *testing.T) {
+	// Only the first size bytes are stored.
+	data := pattern(10000, 1)
+	s := openStore(t, t.TempDir(), Options{})
+	d := verity.DigestBytes(data[:5000])
+	if _, err := s.PutFile(source(t, data), 5000, d); err != nil {
+		t.Fatal(err)
+	}
+	checkObject(t, s, d, data[:5000])
+}
+
+func TestPutBytes(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	data := []byte("hello world\n")
+	d, created, err := s.PutBytes(data)
+	if err != nil || !created {
+		t.Fatalf("PutBytes = %v, %v", created, err)
+	}
+	if d.String() != "37061ef2ac4c21bec68489b56138c5780306a4ad7fe6676236ecdf2c9027cd92" {
+		t.Fatalf("digest %s", d)
+	}
+	checkObject(t, s, d, data)
+	if _, created, err = s.PutBytes(data); err != nil || created {
+		t.Fatalf("second PutBytes = %v, %v", created, err)
+	}
+}
+
+func TestConcurrentPut(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	data := pattern(300000, 7)
+	d := verity.DigestBytes(data)
+	p := filepath.Join(t.TempDir(), "src")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		created int
+	)
+	for range 8 {
+		wg.Go(func() {
+			f, err := os.Open(p)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			c, err := s.PutFile(f, int64(len(data)), d)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			if c {
+				created++
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	// RENAME_NOREPLACE lets exactly one writer win on filesystems that
+	// support it (ext4, XFS, btrfs, tmpfs).
+	if created != 1 {
+		t.Errorf("%d writers reported creating the object, want 1", created)
+	}
+	checkObject(t, s, d, data)
+	noTemps(t, dir)
+}
+
+func TestPutErrorLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	data := pattern(5000, 3)
+	d := verity.DigestBytes(data)
+
+	// A file where the fan-out directory should be: the rename fails.
+	// (Root ignores permission bits, so a read-only directory would not.)
+	if err := os.WriteFile(filepath.Join(dir, d.String()[:2]), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.PutFile(source(t, data), int64(len(data)), d)
+	if err == nil {
+		t.Fatal("PutFile succeeded with a file in place of the fan-out directory")
+	}
+	if !strings.Contains(err.Error(), s.Path(d)) {
+		t.Errorf("error does not name the object: %v", err)
+	}
+	t.Logf("error: %v", err)
+	noTemps(t, dir)
+	os.Remove(filepath.Join(dir, d.String()[:2]))
+
+	// A source shorter than claimed: the copy fails and nothing appears.
+	_, err = s.PutFile(source(t, data[:100]), int64(len(data)), d)
+	if err == nil {
+		t.Fatal("PutFile succeeded with a short source")
+	}
+	t.Logf("error: %v", err)
+	if s.Has(d) {
+		t.Error("a half-written object is visible")
+	}
+	noTemps(t, dir)
+
+	// Something that is not a regular file under the object's name.
+	if err := os.MkdirAll(s.Path(d), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutFile(source(t, data), int64(len(data)), d); err == nil {
+		t.Fatal("PutFile accepted a directory as an existing object")
+	}
+	noTemps(t, dir)
+}
+
+// This host's kernel has no fs-verity. On such a filesystem EnableVerity
+// stores objects without it and RequireVerity refuses them.
+func TestVerity(t *testing.T) {
+	data := pattern(10000, 5)
+	d := verity.DigestBytes(data)
+
+	dir := t.TempDir()
+	req := openStore(t, dir, Options{RequireVerity: true})
+	_, err := req.PutFile(source(t, data), int64(len(data)), d)
+	if err == nil {
+		t.Skip("this filesystem can do fs-verity; the unsupported path cannot be tested here")
+	}
+	if !errors.Is(err, verity.ErrUnsupported) {
+		t.Fatalf("RequireVerity: %v, want ErrUnsupported", err)
+	}
+	if !strings.Contains(err.Error(), "filesystem cannot do fs-verity") || !strings.Contains(err.Error(), req.Path(d)) {
+		t.Errorf("error does not say what and where: %v", err)
+	}
+	t.Logf("RequireVerity: %v", err)
+	if req.Has(d) {
+		t.Error("object stored without the required verity")
+	}
+	noTemps(t, dir)
+
+	try := openStore(t, t.TempDir(), Options{EnableVerity: true})
+	for i := range 2 { // the second put skips the attempt
+		data := pattern(10000, byte(6+i))
+		d := verity.DigestBytes(data)
+		created, err := try.PutFile(source(t, data), int64(len(data)), d)
+		if err != nil || !created {
+			t.Fatalf("EnableVerity: %v, %v", created, err)
+		}
+		checkObject(t, try, d, data)
+	}
+	if !try.noVerity.Load() {
+		t.Error("store did not remember that verity is unsupported")
+	}
+}
+
+func TestPutFileReadWriteFallback(t *testing.T) {
+	kernelCopy = false
+	defer func() { kernelCopy = true }()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	data := pattern(200000, 9)
+	d := verity.DigestBytes(data)
+	if created, err := s.PutFile(source(t, data), int64(len(data)), d); err != nil || !created {
+		t.Fatalf("PutFile = %v, %v", created, err)
+	}
+	checkObject(t, s, d, data)
+	if _, err := s.PutFile(source(t, data[:10]), 50, verity.DigestBytes(data[:50])); err == nil {
+		t.Fatal("short source accepted")
+	}
+	noTemps(t, dir)
+}

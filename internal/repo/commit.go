@@ -1,0 +1,292 @@
+package repo
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+)
+
+// Commit is a commit record: one version of a tree on a branch. It is
+// stored as a JSON object, and its id is the fs-verity digest of that JSON.
+type Commit struct {
+	Parent  string    `json:"parent,omitempty"`
+	Time    time.Time `json:"time"`
+	Subject string    `json:"subject,omitempty"`
+	Version string    `json:"version,omitempty"`
+	Branch  string    `json:"branch,omitempty"`
+	// Image is the fs-verity digest of the composefs image: the value of
+	// composefs= on the kernel command line.
+	Image string `json:"image"`
+	// Kernel is what the tree holds under /usr/lib/modules/<version>.
+	Kernel *Kernel `json:"kernel,omitempty"`
+	Stats  Stats   `json:"stats"`
+}
+
+// Kernel names the boot files of a commit by object digest.
+type Kernel struct {
+	Version   string `json:"version"`
+	Vmlinuz   string `json:"vmlinuz"`
+	Initramfs string `json:"initramfs,omitempty"`
+}
+
+// Stats summarise the committed tree.
+type Stats struct {
+	Entries      int   `json:"entries"`
+	Objects      int   `json:"objects"`
+	ContentBytes int64 `json:"content_bytes"`
+	NewObjects   int   `json:"new_objects"`
+}
+
+// ErrNoCommit is returned when a name resolves to no commit.
+var ErrNoCommit = errors.New("no such commit")
+
+func marshalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// writeCommit stores a commit record and indexes it under commits/.
+func (r *Repo) writeCommit(c *Commit) (verity.Digest, error) {
+	data, err := marshalJSON(c)
+	if err != nil {
+		return verity.Digest{}, err
+	}
+	id, _, err := r.objects.PutBytes(data)
+	if err != nil {
+		return verity.Digest{}, fmt.Errorf("store commit record: %w", err)
+	}
+	if err := r.indexLink(commitsDir, id); err != nil {
+		return verity.Digest{}, err
+	}
+	return id, nil
+}
+
+// ReadCommit loads and checks a commit record.
+func (r *Repo) ReadCommit(id verity.Digest) (*Commit, error) {
+	data, err := r.readObject(id, 1<<20)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("commit %s: %w", id, ErrNoCommit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", id, err)
+	}
+	var c Commit
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("commit %s: corrupt record: %w", id, err)
+	}
+	if _, err := verity.ParseDigest(c.Image); err != nil {
+		return nil, fmt.Errorf("commit %s: bad image digest: %w", id, err)
+	}
+	if c.Parent != "" {
+		if _, err := verity.ParseDigest(c.Parent); err != nil {
+			return nil, fmt.Errorf("commit %s: bad parent: %w", id, err)
+		}
+	}
+	return &c, nil
+}
+
+// ImageDigest returns the commit's image digest.
+func (c *Commit) ImageDigest() verity.Digest {
+	d, _ := verity.ParseDigest(c.Image)
+	return d
+}
+
+// ParentDigest returns the parent commit id and whether there is one.
+func (c *Commit) ParentDigest() (verity.Digest, bool) {
+	if c.Parent == "" {
+		return verity.Digest{}, false
+	}
+	d, err := verity.ParseDigest(c.Parent)
+	return d, err == nil
+}
+
+// Commits lists the ids of all commit records indexed in the repository.
+func (r *Repo) Commits() ([]verity.Digest, error) {
+	return r.listIndex(commitsDir)
+}
+
+// Resolve turns a user's name for a commit into its id: a branch name, a
+// full commit id, or an unambiguous prefix of at least 6 hex digits. A
+// suffix "~N" walks N parents back.
+func (r *Repo) Resolve(name string) (verity.Digest, error) {
+	back := 0
+	if i := strings.LastIndexByte(name, '~'); i > 0 {
+		if _, err := fmt.Sscanf(name[i+1:], "%d", &back); err != nil || back < 0 {
+			return verity.Digest{}, fmt.Errorf("resolve %q: bad ~N suffix", name)
+		}
+		name = name[:i]
+	}
+	id, err := r.resolveBase(name)
+	if err != nil {
+		return id, err
+	}
+	for i := 0; i < back; i++ {
+		c, err := r.ReadCommit(id)
+		if err != nil {
+			return id, err
+		}
+		p, ok := c.ParentDigest()
+		if !ok {
+			return id, fmt.Errorf("resolve %q: history has only %d commits", name, i+1)
+		}
+		id = p
+	}
+	return id, nil
+}
+
+func (r *Repo) resolveBase(name string) (verity.Digest, error) {
+	if ValidBranchName(name) == nil {
+		if id, err := r.Branch(name); err == nil {
+			return id, nil
+		} else if !errors.Is(err, ErrNoBranch) {
+			return id, err
+		}
+	}
+	if d, err := verity.ParseDigest(name); err == nil {
+		if _, err := os.Lstat(filepath.Join(r.Path, commitsDir, d.String())); err == nil {
+			return d, nil
+		}
+		return d, fmt.Errorf("%s: %w", name, ErrNoCommit)
+	}
+	if len(name) >= 6 && isHex(name) {
+		ids, err := r.Commits()
+		if err != nil {
+			return verity.Digest{}, err
+		}
+		var match []verity.Digest
+		for _, id := range ids {
+			if strings.HasPrefix(id.String(), strings.ToLower(name)) {
+				match = append(match, id)
+			}
+		}
+		switch len(match) {
+		case 1:
+			return match[0], nil
+		case 0:
+		default:
+			return verity.Digest{}, fmt.Errorf("%s: ambiguous commit prefix (%d matches)", name, len(match))
+		}
+	}
+	return verity.Digest{}, fmt.Errorf("%s: %w (not a branch, commit id or commit id prefix)", name, ErrNoCommit)
+}
+
+func isHex(s string) bool {
+	for _, c := range []byte(s) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// Log returns a commit and its ancestors, newest first, at most max (0 =
+// all).
+func (r *Repo) Log(id verity.Digest, max int) ([]verity.Digest, []*Commit, error) {
+	var ids []verity.Digest
+	var commits []*Commit
+	seen := map[verity.Digest]bool{}
+	for {
+		if seen[id] {
+			return ids, commits, fmt.Errorf("commit %s: history loops", id)
+		}
+		seen[id] = true
+		c, err := r.ReadCommit(id)
+		if err != nil {
+			return ids, commits, err
+		}
+		ids = append(ids, id)
+		commits = append(commits, c)
+		p, ok := c.ParentDigest()
+		if !ok || (max > 0 && len(ids) >= max) {
+			return ids, commits, nil
+		}
+		id = p
+	}
+}
+
+// indexLink creates dir/<hex> -> ../objects/XX/<rest> unless present.
+func (r *Repo) indexLink(dir string, d verity.Digest) error {
+	link := filepath.Join(r.Path, dir, d.String())
+	target := filepath.Join("..", objectsDir, d.ObjectPath())
+	if cur, err := os.Readlink(link); err == nil && cur == target {
+		return nil
+	}
+	tmp := link + ".tmp"
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("index %s: %w", link, err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("index %s: %w", link, err)
+	}
+	return nil
+}
+
+func (r *Repo) listIndex(dir string) ([]verity.Digest, error) {
+	ents, err := os.ReadDir(filepath.Join(r.Path, dir))
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	var ids []verity.Digest
+	for _, e := range ents {
+		if d, err := verity.ParseDigest(e.Name()); err == nil {
+			ids = append(ids, d)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return bytes.Compare(ids[i][:], ids[j][:]) < 0 })
+	return ids, nil
+}
+
+// OpenObject opens an object for reading. In a secure repository the
+// kernel's fs-verity measurement must equal the name.
+func (r *Repo) OpenObject(d verity.Digest) (*os.File, error) {
+	f, err := os.Open(r.ObjectPath(d))
+	if err != nil {
+		return nil, err
+	}
+	if r.Secure {
+		if err := verity.Verify(f, d); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// readObject reads a whole (small) object, refusing ones larger than limit
+// and, in an insecure repository, checking the digest in userspace.
+func (r *Repo) readObject(d verity.Digest, limit int64) ([]byte, error) {
+	f, err := r.OpenObject(d)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("object %s larger than %d bytes", d, limit)
+	}
+	if !r.Secure {
+		if got := verity.DigestBytes(data); got != d {
+			return nil, &verity.MismatchError{Path: r.ObjectPath(d), Want: d, Got: got}
+		}
+	}
+	return data, nil
+}

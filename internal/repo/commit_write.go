@@ -1,0 +1,199 @@
+package repo
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+)
+
+// CommitOptions describe a new commit.
+type CommitOptions struct {
+	Branch  string
+	Subject string
+	Version string
+	Time    time.Time // zero: now
+	// Progress, if set, gets (entries, bytes) while the source is read.
+	Progress func(files, bytes int64)
+}
+
+// CommitResult is what a commit produced.
+type CommitResult struct {
+	ID     verity.Digest
+	Image  verity.Digest
+	Commit *Commit
+}
+
+// commitTree records root, whose external files must already be objects of
+// the repository, as the new tip of opts.Branch. The caller holds the
+// branch lock.
+func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int) (*CommitResult, error) {
+	parent, err := r.Branch(opts.Branch)
+	hasParent := err == nil
+	if err != nil && !errors.Is(err, ErrNoBranch) {
+		return nil, err
+	}
+	stats, err := r.checkTreeObjects(root)
+	if err != nil {
+		return nil, err
+	}
+	stats.NewObjects = newObjects
+	img, err := r.writeImage(root)
+	if err != nil {
+		return nil, err
+	}
+	kernel, err := r.findKernel(root)
+	if err != nil {
+		return nil, err
+	}
+	t := opts.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	c := &Commit{
+		Time:    t.UTC().Truncate(time.Second),
+		Subject: opts.Subject,
+		Version: opts.Version,
+		Branch:  opts.Branch,
+		Image:   img.String(),
+		Kernel:  kernel,
+		Stats:   stats,
+	}
+	if hasParent {
+		c.Parent = parent.String()
+	}
+	id, err := r.writeCommit(c)
+	if err != nil {
+		return nil, err
+	}
+	// Everything the branch will reach must be on disk before it moves.
+	if err := r.objects.Sync(); err != nil {
+		return nil, fmt.Errorf("sync repository: %w", err)
+	}
+	if err := r.SetBranch(opts.Branch, id); err != nil {
+		return nil, err
+	}
+	return &CommitResult{ID: id, Image: img, Commit: c}, nil
+}
+
+// checkTreeObjects makes sure every external file of root is present in the
+// repository, so no commit can reference missing content.
+func (r *Repo) checkTreeObjects(root *erofs.Node) (Stats, error) {
+	var st Stats
+	seen := map[string]bool{}
+	var missing []string
+	err := erofs.Walk(root, func(n *erofs.Node) error {
+		st.Entries++
+		if n.LinkTo != nil || !n.IsExternal() {
+			return nil
+		}
+		if len(n.Digest) != 32 {
+			return fmt.Errorf("%s: external file without a digest", n.Path())
+		}
+		var d verity.Digest
+		copy(d[:], n.Digest)
+		if n.Payload != d.ObjectPath() {
+			return fmt.Errorf("%s: payload %q does not name the object of its digest", n.Path(), n.Payload)
+		}
+		if seen[n.Payload] {
+			return nil
+		}
+		seen[n.Payload] = true
+		st.Objects++
+		st.ContentBytes += int64(n.Size)
+		if !r.objects.Has(d) {
+			missing = append(missing, n.Path()+" ("+n.Payload+")")
+		}
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	if len(missing) > 0 {
+		show := missing
+		if len(show) > 5 {
+			show = show[:5]
+		}
+		return st, fmt.Errorf("%d files reference objects missing from the repository, e.g. %v", len(missing), show)
+	}
+	return st, nil
+}
+
+// findKernel looks for /usr/lib/modules/<version>/vmlinuz (and
+// initramfs.img) and records them by object digest. With several
+// versions the highest sorting one wins.
+func (r *Repo) findKernel(root *erofs.Node) (*Kernel, error) {
+	mods, err := erofs.Resolve(root, "/usr/lib/modules")
+	if err != nil || !mods.IsDir() {
+		return nil, nil
+	}
+	var k *Kernel
+	for _, v := range mods.Children {
+		dir := v.Target()
+		if !dir.IsDir() {
+			continue
+		}
+		vmlinuz := dir.Lookup("vmlinuz")
+		if vmlinuz == nil || !vmlinuz.Target().IsRegular() {
+			continue
+		}
+		kd, err := r.fileObject(vmlinuz.Target())
+		if err != nil {
+			return nil, fmt.Errorf("kernel %s: %w", vmlinuz.Path(), err)
+		}
+		nk := &Kernel{Version: v.Name, Vmlinuz: kd.String()}
+		if initrd := dir.Lookup("initramfs.img"); initrd != nil && initrd.Target().IsRegular() {
+			id, err := r.fileObject(initrd.Target())
+			if err != nil {
+				return nil, fmt.Errorf("initramfs %s: %w", initrd.Path(), err)
+			}
+			nk.Initramfs = id.String()
+		}
+		if k == nil || erofsVersionLess(k.Version, nk.Version) {
+			k = nk
+		}
+	}
+	return k, nil
+}
+
+func erofsVersionLess(a, b string) bool { return a < b }
+
+// fileObject returns the object holding a regular file's content, storing
+// inline content as an object so boot files are always addressable.
+func (r *Repo) fileObject(n *erofs.Node) (verity.Digest, error) {
+	if n.Content != nil || n.Size == 0 {
+		d, _, err := r.objects.PutBytes(n.Content)
+		return d, err
+	}
+	if len(n.Digest) != 32 {
+		return verity.Digest{}, fmt.Errorf("no digest recorded")
+	}
+	var d verity.Digest
+	copy(d[:], n.Digest)
+	return d, nil
+}
+
+// ReadFile returns a reader over a regular file of a tree: inline content
+// or its object.
+func (r *Repo) ReadFile(n *erofs.Node) (*os.File, []byte, error) {
+	t := n.Target()
+	if !t.IsRegular() {
+		return nil, nil, fmt.Errorf("%s: not a regular file", n.Path())
+	}
+	if !t.IsExternal() {
+		return nil, t.Content, nil
+	}
+	if len(t.Digest) != 32 {
+		return nil, nil, fmt.Errorf("%s: no digest recorded", n.Path())
+	}
+	var d verity.Digest
+	copy(d[:], t.Digest)
+	f, err := r.OpenObject(d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: object %s: %w", n.Path(), d, err)
+	}
+	return f, nil, nil
+}

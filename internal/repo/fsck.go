@@ -1,0 +1,267 @@
+package repo
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+)
+
+// Problem is one thing fsck found wrong.
+type Problem struct {
+	Path string `json:"path"`
+	What string `json:"problem"`
+}
+
+// FsckReport is the result of Fsck.
+type FsckReport struct {
+	Objects   int       `json:"objects"`
+	Images    int       `json:"images"`
+	Commits   int       `json:"commits"`
+	Branches  int       `json:"branches"`
+	TempFiles int       `json:"temp_files"`
+	Problems  []Problem `json:"problems"`
+}
+
+// FsckOptions control Fsck.
+type FsckOptions struct {
+	// Quick skips re-reading object contents: in an insecure repository
+	// their digests are then not recomputed (sizes are still checked).
+	Quick bool
+}
+
+// Fsck checks the whole repository: every object's content matches its
+// name, every image parses and references only present objects of the
+// right size, every commit and branch resolves.
+func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
+	rep := &FsckReport{Problems: []Problem{}}
+	var mu sync.Mutex
+	problem := func(path, format string, args ...any) {
+		mu.Lock()
+		rep.Problems = append(rep.Problems, Problem{path, fmt.Sprintf(format, args...)})
+		mu.Unlock()
+	}
+
+	sizes := map[verity.Digest]int64{}
+	work := make(chan objectFile)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for of := range work {
+				r.checkObject(of, opts, problem)
+			}
+		}()
+	}
+	err := r.walkObjects(func(of objectFile) error {
+		switch {
+		case of.temp:
+			rep.TempFiles++
+		case !of.valid:
+			problem(of.path, "not an object: name is not xx/<62 hex> of a regular file")
+		default:
+			rep.Objects++
+			sizes[of.digest] = of.size
+			work <- of
+		}
+		return nil
+	})
+	close(work)
+	wg.Wait()
+	if err != nil {
+		return nil, fmt.Errorf("fsck: list objects: %w", err)
+	}
+
+	images, err := r.Images()
+	if err != nil {
+		return nil, err
+	}
+	rep.Images = len(images)
+	goodImages := map[verity.Digest]bool{}
+	for _, d := range images {
+		if r.checkImage(d, sizes, problem) {
+			goodImages[d] = true
+		}
+	}
+
+	commits, err := r.Commits()
+	if err != nil {
+		return nil, err
+	}
+	rep.Commits = len(commits)
+	shallow := r.shallowCommits()
+	for _, id := range commits {
+		r.checkCommit(id, sizes, goodImages, shallow, problem)
+	}
+
+	branches, err := r.Branches()
+	if err != nil {
+		return nil, err
+	}
+	rep.Branches = len(branches)
+	for _, b := range branches {
+		id, err := r.Branch(b)
+		if err != nil {
+			problem(r.branchPath(b), "%v", err)
+			continue
+		}
+		if _, ok := sizes[id]; !ok {
+			problem(r.branchPath(b), "branch %s points at commit %s, which does not exist", b, id)
+		} else if _, err := os.Lstat(filepath.Join(r.Path, commitsDir, id.String())); err != nil {
+			problem(r.branchPath(b), "branch %s points at %s, which is not an indexed commit", b, id)
+		}
+	}
+	sort.Slice(rep.Problems, func(i, j int) bool { return rep.Problems[i].Path < rep.Problems[j].Path })
+	return rep, nil
+}
+
+func (r *Repo) checkObject(of objectFile, opts FsckOptions, problem func(string, string, ...any)) {
+	f, err := os.Open(of.path)
+	if err != nil {
+		problem(of.path, "cannot open: %v", err)
+		return
+	}
+	defer f.Close()
+	if r.Secure {
+		got, err := verity.Measure(f)
+		switch {
+		case errors.Is(err, verity.ErrNotEnabled):
+			problem(of.path, "fs-verity is not enabled on this object")
+			return
+		case err != nil:
+			problem(of.path, "measure: %v", err)
+			return
+		case got != of.digest:
+			problem(of.path, "fs-verity digest is %s, the name says %s", got, of.digest)
+			return
+		}
+		if opts.Quick {
+			return
+		}
+		// Reading every byte through fs-verity finds damaged blocks.
+		if _, err := verity.DigestFile(f); err != nil {
+			problem(of.path, "content unreadable (damaged data?): %v", err)
+		}
+		return
+	}
+	if opts.Quick {
+		return
+	}
+	got, err := verity.DigestFile(f)
+	if err != nil {
+		problem(of.path, "read: %v", err)
+		return
+	}
+	if got != of.digest {
+		problem(of.path, "content digest is %s, the name says %s (changed or truncated)", got, of.digest)
+	}
+}
+
+// checkImage reports whether the image is usable.
+func (r *Repo) checkImage(d verity.Digest, sizes map[verity.Digest]int64, problem func(string, string, ...any)) bool {
+	link := r.ImagePath(d)
+	target, err := os.Readlink(link)
+	if err != nil {
+		problem(link, "not a symlink to an object: %v", err)
+		return false
+	}
+	if want := filepath.Join("..", objectsDir, d.ObjectPath()); target != want {
+		problem(link, "points at %s, expected %s", target, want)
+		return false
+	}
+	if _, ok := sizes[d]; !ok {
+		problem(link, "image object %s is missing", d)
+		return false
+	}
+	img, err := r.ReadImage(d)
+	if err != nil {
+		problem(link, "%v", err)
+		return false
+	}
+	ok := true
+	erofs.Walk(img.Root, func(n *erofs.Node) error {
+		if n.LinkTo != nil || !n.IsExternal() {
+			return nil
+		}
+		if len(n.Digest) != 32 {
+			problem(link, "%s: external file without a digest", n.Path())
+			ok = false
+			return nil
+		}
+		var od verity.Digest
+		copy(od[:], n.Digest)
+		size, present := sizes[od]
+		switch {
+		case !present:
+			problem(r.ObjectPath(od), "missing; needed by image %s for %s", d, n.Path())
+			ok = false
+		case uint64(size) != n.Size:
+			problem(r.ObjectPath(od), "size %d, image %s says %d for %s (truncated?)", size, d, n.Size, n.Path())
+			ok = false
+		}
+		return nil
+	})
+	return ok
+}
+
+func (r *Repo) checkCommit(id verity.Digest, sizes map[verity.Digest]int64, goodImages map[verity.Digest]bool, shallow map[verity.Digest]bool, problem func(string, string, ...any)) {
+	link := filepath.Join(r.Path, commitsDir, id.String())
+	if _, ok := sizes[id]; !ok {
+		problem(link, "commit record object is missing")
+		return
+	}
+	c, err := r.ReadCommit(id)
+	if err != nil {
+		problem(link, "%v", err)
+		return
+	}
+	if !goodImages[c.ImageDigest()] {
+		problem(link, "image %s is missing or damaged", c.Image)
+	}
+	if p, ok := c.ParentDigest(); ok && !shallow[id] {
+		if _, err := os.Lstat(filepath.Join(r.Path, commitsDir, p.String())); err != nil {
+			problem(link, "parent commit %s is missing", p)
+		}
+	}
+	if c.Kernel != nil {
+		for _, h := range []string{c.Kernel.Vmlinuz, c.Kernel.Initramfs} {
+			if h == "" {
+				continue
+			}
+			if d, err := verity.ParseDigest(h); err != nil || !hasKey(sizes, d) {
+				problem(link, "boot file object %s is missing", h)
+			}
+		}
+	}
+}
+
+// shallowFile lists commits whose history gc cut off: their parents may be
+// gone.
+const shallowFile = "shallow"
+
+func (r *Repo) shallowCommits() map[verity.Digest]bool {
+	m := map[verity.Digest]bool{}
+	data, err := os.ReadFile(filepath.Join(r.Path, shallowFile))
+	if err != nil {
+		return m
+	}
+	for _, line := range strings.Fields(string(data)) {
+		if d, err := verity.ParseDigest(line); err == nil {
+			m[d] = true
+		}
+	}
+	return m
+}
+
+func hasKey(m map[verity.Digest]int64, d verity.Digest) bool {
+	_, ok := m[d]
+	return ok
+}

@@ -1,0 +1,224 @@
+package repo
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+)
+
+// GCOptions control GC.
+type GCOptions struct {
+	DryRun bool
+	// Depth keeps this many commits of each branch's history (the tip
+	// counts as one); 0 keeps all of it.
+	Depth int
+	// Roots are extra images to keep (with everything they reference).
+	Roots []verity.Digest
+}
+
+// GCReport says what GC removed (or would remove).
+type GCReport struct {
+	Objects     int   `json:"objects"`
+	Bytes       int64 `json:"bytes"`
+	Images      int   `json:"images"`
+	Commits     int   `json:"commits"`
+	TempFiles   int   `json:"temp_files"`
+	KeptObjects int   `json:"kept_objects"`
+	Deployments int   `json:"deployments"`
+	DryRun      bool  `json:"dry_run"`
+}
+
+// ErrNeedExclusive is returned by GC on a repository opened shared.
+var ErrNeedExclusive = errors.New("gc needs the repository opened exclusively")
+
+// GC removes objects, images and commits that no branch (down to
+// opts.Depth commits), no deployment under <sysroot>/state/deploy and no
+// extra root references. It needs the exclusive lock, so no commit is in
+// progress: temporary files left by interrupted writes are removed too.
+func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
+	if !r.exclusive {
+		return nil, ErrNeedExclusive
+	}
+	rep := &GCReport{DryRun: opts.DryRun}
+	live := map[verity.Digest]bool{}
+	liveImages := map[verity.Digest]bool{}
+	liveCommits := map[verity.Digest]bool{}
+	var newShallow []verity.Digest
+
+	keepImage := func(d verity.Digest) error {
+		if liveImages[d] {
+			return nil
+		}
+		img, err := r.ReadImage(d)
+		if err != nil {
+			return fmt.Errorf("gc: refusing to collect while image %s is unreadable (run fsck): %w", d, err)
+		}
+		liveImages[d] = true
+		live[d] = true
+		treeObjects(img.Root, live)
+		return nil
+	}
+
+	branches, err := r.Branches()
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range branches {
+		id, err := r.Branch(b)
+		if err != nil {
+			return nil, err
+		}
+		for n := 1; ; n++ {
+			if liveCommits[id] {
+				break
+			}
+			c, err := r.ReadCommit(id)
+			if err != nil {
+				return nil, fmt.Errorf("gc: branch %s: %w (run fsck)", b, err)
+			}
+			liveCommits[id] = true
+			live[id] = true
+			if err := keepImage(c.ImageDigest()); err != nil {
+				return nil, err
+			}
+			if c.Kernel != nil {
+				for _, h := range []string{c.Kernel.Vmlinuz, c.Kernel.Initramfs} {
+					if d, err := verity.ParseDigest(h); err == nil {
+						live[d] = true
+					}
+				}
+			}
+			p, ok := c.ParentDigest()
+			if !ok {
+				break
+			}
+			if opts.Depth > 0 && n >= opts.Depth {
+				newShallow = append(newShallow, id)
+				break
+			}
+			id = p
+		}
+	}
+
+	deployed, err := r.DeployedImages()
+	if err != nil {
+		return nil, err
+	}
+	rep.Deployments = len(deployed)
+	for _, d := range append(deployed, opts.Roots...) {
+		if err := keepImage(d); err != nil {
+			return nil, err
+		}
+	}
+
+	remove := func(p string) error {
+		if opts.DryRun {
+			return nil
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("gc: remove %s: %w", p, err)
+		}
+		return nil
+	}
+	// Index links first, so nothing ever points at a removed object.
+	for _, idx := range []struct {
+		dir   string
+		live  map[verity.Digest]bool
+		count *int
+	}{{imagesDir, liveImages, &rep.Images}, {commitsDir, liveCommits, &rep.Commits}} {
+		ids, err := r.listIndex(idx.dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range ids {
+			if !idx.live[d] {
+				*idx.count++
+				if err := remove(filepath.Join(r.Path, idx.dir, d.String())); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if !opts.DryRun {
+		if err := r.writeShallow(newShallow, liveCommits); err != nil {
+			return nil, err
+		}
+	}
+	err = r.walkObjects(func(of objectFile) error {
+		switch {
+		case of.temp:
+			rep.TempFiles++
+			return remove(of.path)
+		case !of.valid:
+			return nil // not ours to delete; fsck reports it
+		case live[of.digest]:
+			rep.KeptObjects++
+			return nil
+		}
+		rep.Objects++
+		rep.Bytes += of.size
+		return remove(of.path)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !opts.DryRun {
+		if err := r.objects.Sync(); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+// writeShallow records commits whose parents gc cut off, keeping earlier
+// entries that are still live.
+func (r *Repo) writeShallow(add []verity.Digest, liveCommits map[verity.Digest]bool) error {
+	all := map[verity.Digest]bool{}
+	for d := range r.shallowCommits() {
+		if liveCommits[d] {
+			all[d] = true
+		}
+	}
+	for _, d := range add {
+		all[d] = true
+	}
+	var lines []string
+	for d := range all {
+		lines = append(lines, d.String())
+	}
+	sort.Strings(lines)
+	p := filepath.Join(r.Path, shallowFile)
+	if len(lines) == 0 {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	return atomicfile.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+}
+
+// DeployedImages lists the images that deployments on this sysroot use:
+// the names of <sysroot>/state/deploy/<image digest>.
+func (r *Repo) DeployedImages() ([]verity.Digest, error) {
+	dir := filepath.Join(r.Sysroot(), "state", "deploy")
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list deployments: %w", err)
+	}
+	var out []verity.Digest
+	for _, e := range ents {
+		if d, err := verity.ParseDigest(e.Name()); err == nil && e.IsDir() {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,242 @@
+package repo
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/objstore"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"golang.org/x/sys/unix"
+)
+
+// Repo is an open repository. Open holds a shared lock until Close, which
+// keeps gc (exclusive) away while the repository is in use.
+type Repo struct {
+	Path   string
+	Secure bool // meta.json carries fs-verity: every object must too
+
+	meta      Meta
+	lock      *os.File
+	exclusive bool
+	objects   *objstore.Store
+}
+
+// ErrNotRepository is returned by Open for a directory without meta.json.
+var ErrNotRepository = errors.New("not a cfs-deploy repository (no meta.json; run cfs-deploy init)")
+
+// ErrNoVerity refuses a secure repository on a filesystem without fs-verity.
+var ErrNoVerity = errors.New("the filesystem cannot do fs-verity; a secure repository needs it (use --insecure to create one that computes digests in userspace instead)")
+
+const (
+	metaFile   = "meta.json"
+	lockFile   = "lock"
+	objectsDir = "objects"
+	imagesDir  = "images"
+	commitsDir = "commits"
+	headsDir   = "refs/heads"
+	locksDir   = "locks"
+	cacheDir   = "cache"
+)
+
+// InitOptions controls Init.
+type InitOptions struct {
+	// Insecure creates a repository that works on any filesystem and
+	// computes digests in userspace. Secure repositories need fs-verity.
+	Insecure bool
+}
+
+// Init creates a repository at path. The directory may exist but must not
+// hold a repository already. On failure nothing Init created is left.
+func Init(path string, opts InitOptions) error {
+	if _, err := os.Stat(filepath.Join(path, metaFile)); err == nil {
+		return fmt.Errorf("init %s: a repository already exists there", path)
+	}
+	created := false
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(path, 0o700); err != nil {
+			return fmt.Errorf("init %s: %w", path, err)
+		}
+		created = true
+	}
+	made := []string{}
+	cleanup := func() {
+		if created {
+			os.RemoveAll(path)
+			return
+		}
+		for i := len(made) - 1; i >= 0; i-- {
+			os.RemoveAll(filepath.Join(path, made[i]))
+		}
+	}
+	for _, d := range []string{objectsDir, imagesDir, commitsDir, "refs", headsDir, locksDir, cacheDir} {
+		if err := os.Mkdir(filepath.Join(path, d), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			cleanup()
+			return fmt.Errorf("init %s: %w", path, err)
+		} else if err == nil {
+			made = append(made, d)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(path, lockFile), nil, 0o600); err != nil {
+		cleanup()
+		return fmt.Errorf("init %s: %w", path, err)
+	}
+	made = append(made, lockFile)
+	if err := writeMeta(path, newMeta(), !opts.Insecure); err != nil {
+		cleanup()
+		return fmt.Errorf("init %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeMeta writes meta.json through a temporary file; with secure set it
+// enables fs-verity on it first, which is what marks the repository secure.
+func writeMeta(path string, m Meta, secure bool) error {
+	data, err := marshalJSON(m)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(path, ".meta.json.tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	tmp.Close()
+	if secure {
+		ro, err := os.Open(tmp.Name())
+		if err != nil {
+			return err
+		}
+		err = verity.Enable(ro)
+		ro.Close()
+		if errors.Is(err, verity.ErrUnsupported) {
+			return ErrNoVerity
+		}
+		if err != nil {
+			return fmt.Errorf("enable fs-verity on %s: %w", metaFile, err)
+		}
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(path, metaFile)); err != nil {
+		return err
+	}
+	return syncDir(path)
+}
+
+// OpenOptions controls Open.
+type OpenOptions struct {
+	// Exclusive takes the repository lock exclusively (gc).
+	Exclusive bool
+}
+
+// Open opens the repository at path and takes its lock (shared unless
+// opts.Exclusive), waiting for an exclusive holder to finish.
+func Open(path string, opts OpenOptions) (*Repo, error) {
+	meta, err := readMeta(filepath.Join(path, metaFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open repository %s: %w", path, ErrNotRepository)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", path, err)
+	}
+	secure, err := metaIsSecure(filepath.Join(path, metaFile))
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", path, err)
+	}
+	lf, err := os.OpenFile(filepath.Join(path, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", path, err)
+	}
+	how := unix.LOCK_SH
+	if opts.Exclusive {
+		how = unix.LOCK_EX
+	}
+	if err := flock(lf, how); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("lock repository %s: %w", path, err)
+	}
+	st, err := objstore.Open(filepath.Join(path, objectsDir), objstore.Options{EnableVerity: true, RequireVerity: secure})
+	if err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("open repository %s: %w", path, err)
+	}
+	return &Repo{Path: path, Secure: secure, meta: meta, lock: lf, exclusive: opts.Exclusive, objects: st}, nil
+}
+
+// metaIsSecure reports whether meta.json has fs-verity enabled.
+func metaIsSecure(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	_, err = verity.Measure(f)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, verity.ErrNotEnabled), errors.Is(err, verity.ErrUnsupported):
+		return false, nil
+	}
+	return false, err
+}
+
+// Mode describes the repository's security mode for messages.
+func (r *Repo) Mode() string {
+	if r.Secure {
+		return "secure: objects are protected by fs-verity"
+	}
+	return "insecure: no fs-verity, digests are computed in userspace"
+}
+
+// Close releases the repository lock.
+func (r *Repo) Close() error {
+	if r.objects != nil {
+		r.objects.Close()
+	}
+	if r.lock == nil {
+		return nil
+	}
+	err := r.lock.Close()
+	r.lock = nil
+	return err
+}
+
+// Objects is the repository's object store.
+func (r *Repo) Objects() *objstore.Store { return r.objects }
+
+// ObjectsDir is the directory overlayfs uses as the data-only lower layer.
+func (r *Repo) ObjectsDir() string { return filepath.Join(r.Path, objectsDir) }
+
+// ObjectPath is where the object with digest d lives.
+func (r *Repo) ObjectPath(d verity.Digest) string {
+	return filepath.Join(r.Path, objectsDir, d.ObjectPath())
+}
+
+// Sysroot is the directory that holds the repository (and state/).
+func (r *Repo) Sysroot() string { return filepath.Dir(filepath.Clean(r.Path)) }
+
+func flock(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

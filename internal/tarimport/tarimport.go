@@ -1,0 +1,271 @@
+// Package tarimport turns a tar stream (as podman export, docker export or
+// tar --xattrs write it) into a composefs tree, storing file contents in an
+// object store as it goes.
+//
+// Rules: paths are taken relative to the root ("./a", "/a" and "a" are the
+// same entry); a path with a ".." component, or a hard link whose target
+// does, is refused; symlink targets are stored as they are, absolute ones
+// included, because they are resolved inside the deployed root. A later
+// entry for the same path replaces the earlier one, as extraction would.
+// Missing parent directories are created with mode 0755.
+package tarimport
+
+import (
+	"archive/tar"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
+	"github.com/cfs-deploy/cfs-deploy/internal/objstore"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"golang.org/x/sys/unix"
+)
+
+// ErrEscapes refuses paths that would leave the root.
+var ErrEscapes = errors.New("path escapes the root")
+
+// Result is the imported tree and what storing it did.
+type Result struct {
+	Root       *erofs.Node
+	Entries    int
+	NewObjects int
+	Bytes      int64
+}
+
+// Import reads the whole tar stream. Files larger than inlineMax bytes are
+// stored in st. Progress, if set, is called after each entry.
+func Import(r io.Reader, st *objstore.Store, inlineMax int, progress func(files, bytes int64)) (*Result, error) {
+	imp := &importer{st: st, inlineMax: inlineMax,
+		res: &Result{Root: erofs.NewDirectory("", 0o755)}}
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tar: after %d entries: %w", imp.res.Entries, err)
+		}
+		if err := imp.add(hdr, tr); err != nil {
+			return nil, fmt.Errorf("tar entry %q: %w", hdr.Name, err)
+		}
+		imp.res.Entries++
+		if progress != nil {
+			progress(int64(imp.res.Entries), imp.res.Bytes)
+		}
+	}
+	return imp.res, nil
+}
+
+type importer struct {
+	st        *objstore.Store
+	inlineMax int
+	res       *Result
+}
+
+// cleanPath returns the components of a tar path, refusing "..".
+func cleanPath(name string) ([]string, error) {
+	var parts []string
+	for _, p := range strings.Split(name, "/") {
+		switch p {
+		case "", ".":
+			continue
+		case "..":
+			return nil, ErrEscapes
+		}
+		parts = append(parts, p)
+	}
+	return parts, nil
+}
+
+// dir returns the directory for parts, creating missing ones.
+func (imp *importer) dir(parts []string) (*erofs.Node, error) {
+	n := imp.res.Root
+	for _, p := range parts {
+		c := n.Lookup(p)
+		if c == nil {
+			c = erofs.NewDirectory(p, 0o755)
+			c.Mtime = n.Mtime
+			if err := n.AddChild(c); err != nil {
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+		}
+		if c.LinkTo != nil || !c.IsDir() {
+			return nil, fmt.Errorf("%s: %w", c.Path(), erofs.ErrNotDirectory)
+		}
+		n = c
+	}
+	return n, nil
+}
+
+func (imp *importer) add(hdr *tar.Header, body io.Reader) error {
+	parts, err := cleanPath(hdr.Name)
+	if err != nil {
+		return err
+	}
+	var n *erofs.Node
+	if len(parts) == 0 {
+		if hdr.Typeflag != tar.TypeDir {
+			return fmt.Errorf("the root must be a directory")
+		}
+		n = imp.res.Root
+	} else {
+		parent, err := imp.dir(parts[:len(parts)-1])
+		if err != nil {
+			return err
+		}
+		name := parts[len(parts)-1]
+		if err := erofs.ValidName(name); err != nil {
+			return err
+		}
+		old := parent.Lookup(name)
+		if old != nil && !(old.IsDir() && old.LinkTo == nil && hdr.Typeflag == tar.TypeDir) {
+			parent.RemoveChild(name)
+			old = nil
+		}
+		if old != nil {
+			n = old
+		} else {
+			n = &erofs.Node{Name: name}
+			defer func() {
+				if n.Mode != 0 && parent.Lookup(name) == nil {
+					parent.AddChild(n)
+				}
+			}()
+		}
+	}
+	perm := uint32(hdr.Mode) & 0o7777
+	n.UID, n.GID = uint32(hdr.Uid), uint32(hdr.Gid)
+	n.Mtime = erofs.Timespec{Sec: hdr.ModTime.Unix(), Nsec: uint32(hdr.ModTime.Nanosecond())}
+	n.Nlink = 1
+	n.Xattrs = xattrsOf(hdr)
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		n.Mode = erofs.ModeDir | perm
+		n.Nlink = 2
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+		n.Mode = erofs.ModeReg | perm
+		return imp.content(n, hdr.Size, body)
+	case tar.TypeSymlink:
+		if hdr.Linkname == "" || len(hdr.Linkname) > erofs.MaxSymlinkLen {
+			return erofs.ErrBadSymlink
+		}
+		n.Mode = erofs.ModeSymlink | perm
+		n.Payload = hdr.Linkname
+		n.Size = uint64(len(hdr.Linkname))
+	case tar.TypeLink:
+		tparts, err := cleanPath(hdr.Linkname)
+		if err != nil {
+			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
+		}
+		t, err := erofs.Resolve(imp.res.Root, strings.Join(tparts, "/"))
+		if err != nil {
+			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
+		}
+		t = t.Target()
+		if t.IsDir() || t == n {
+			return fmt.Errorf("hard link target %q: is a directory or the link itself", hdr.Linkname)
+		}
+		*n = erofs.Node{Name: n.Name, Mode: t.Mode, LinkTo: t}
+		t.Nlink++
+	case tar.TypeChar:
+		n.Mode = erofs.ModeChr | perm
+		n.Rdev = unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
+	case tar.TypeBlock:
+		n.Mode = erofs.ModeBlk | perm
+		n.Rdev = unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
+	case tar.TypeFifo:
+		n.Mode = erofs.ModeFifo | perm
+	default:
+		return fmt.Errorf("unsupported tar entry type %q", string(hdr.Typeflag))
+	}
+	return nil
+}
+
+// content stores a regular file: inline when small, else as an object
+// written through a temporary file while its digest is computed.
+func (imp *importer) content(n *erofs.Node, size int64, body io.Reader) error {
+	n.Size = uint64(size)
+	if size == 0 {
+		return nil
+	}
+	if size <= int64(imp.inlineMax) {
+		buf := make([]byte, size)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return fmt.Errorf("read content: %w", err)
+		}
+		n.Content = buf
+		return nil
+	}
+	tmp, err := os.CreateTemp(imp.st.Dir(), ".tar-import-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	h := verity.NewHasher()
+	written, err := io.Copy(io.MultiWriter(tmp, h), body)
+	if err != nil {
+		return fmt.Errorf("read content: %w", err)
+	}
+	if written != size {
+		return fmt.Errorf("content is %d bytes, header says %d", written, size)
+	}
+	d := h.Sum()
+	created, err := imp.st.PutFile(tmp, size, d)
+	if err != nil {
+		return err
+	}
+	if created {
+		imp.res.NewObjects++
+	}
+	imp.res.Bytes += size
+	n.Digest = d[:]
+	n.Payload = d.ObjectPath()
+	return nil
+}
+
+// xattrsOf reads extended attributes from PAX records in the two common
+// spellings: GNU tar/podman ("SCHILY.xattr.NAME", raw value) and libarchive
+// ("LIBARCHIVE.xattr.NAME", base64 value, URL-encoded name).
+func xattrsOf(hdr *tar.Header) []erofs.Xattr {
+	var out []erofs.Xattr
+	seen := map[string]bool{}
+	for k, v := range hdr.PAXRecords {
+		switch {
+		case strings.HasPrefix(k, "SCHILY.xattr."):
+			key := strings.TrimPrefix(k, "SCHILY.xattr.")
+			out, seen[key] = append(out, erofs.Xattr{Key: key, Value: v}), true
+		case strings.HasPrefix(k, "LIBARCHIVE.xattr."):
+			key := unescapeURL(strings.TrimPrefix(k, "LIBARCHIVE.xattr."))
+			if seen[key] {
+				continue
+			}
+			if val, err := base64.StdEncoding.DecodeString(v); err == nil {
+				out, seen[key] = append(out, erofs.Xattr{Key: key, Value: string(val)}), true
+			}
+		}
+	}
+	sortXattrs(out)
+	return out
+}
+
+func unescapeURL(s string) string {
+	if u, err := url.PathUnescape(s); err == nil {
+		return u
+	}
+	return s
+}
+
+func sortXattrs(x []erofs.Xattr) {
+	for i := 1; i < len(x); i++ {
+		for j := i; j > 0 && x[j].Key < x[j-1].Key; j-- {
+			x[j], x[j-1] = x[j-1], x[j]
+		}
+	}
+}
