@@ -802,3 +802,23 @@ func TestReadBombs(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkReadImage reads the image of the largest upstream asset.
+func BenchmarkReadImage(b *testing.B) {
+	dump, err := readMaybeGzip(filepath.Join(conformanceDir, "cs9-x86_64-developer.dump.gz"))
+	if err != nil {
+		b.Skip(err)
+	}
+	root, err := ParseDump(bytes.NewReader(dump), DumpOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := mustWrite(b, root, DefaultWriteOptions)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ReadImage(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
