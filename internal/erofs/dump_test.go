@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -631,5 +633,159 @@ func BenchmarkParseDumpCS9(b *testing.B) {
 		if _, err := ParseDump(bytes.NewReader(data), DumpOptions{Strict: true}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestParseDumpRandomTrees generates random valid dumps, written with
+// random (over-)escaping and in random valid order, and checks the round
+// trip through the printer.
+func TestParseDumpRandomTrees(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 11))
+	field := func(b []byte) []byte {
+		var out []byte
+		for _, c := range b {
+			if c == ' ' || c == '\n' || c == '\\' || c == 0 || r.IntN(8) == 0 {
+				out = append(out, fmt.Sprintf(`\x%02X`, c)...)
+			} else {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	randBytes := func(min, max int) []byte {
+		b := make([]byte, min+r.IntN(max-min+1))
+		for i := range b {
+			b[i] = byte(r.IntN(256))
+		}
+		return b
+	}
+	type entry struct {
+		path  []byte
+		dir   bool
+		typ   uint32
+		link  int // index of the target entry, -1 if none
+		depth int
+	}
+	skipped := 0
+	for iter := range 300 {
+		entries := []entry{{path: []byte{}, dir: true, typ: ModeDir, link: -1}}
+		seen := map[string]bool{}
+		for range 1 + r.IntN(40) {
+			var parents []int
+			for i, e := range entries {
+				if e.dir {
+					parents = append(parents, i)
+				}
+			}
+			p := entries[parents[r.IntN(len(parents))]]
+			name := randBytes(1, 12)
+			for i, c := range name {
+				if c == '/' || c == 0 {
+					name[i] = 'x'
+				}
+			}
+			if string(name) == "." || string(name) == ".." {
+				continue
+			}
+			path := append(append(append([]byte{}, p.path...), '/'), name...)
+			if seen[string(path)] {
+				continue
+			}
+			seen[string(path)] = true
+			types := []uint32{ModeDir, ModeReg, ModeReg, ModeSymlink, ModeChr, ModeBlk, ModeFifo, ModeSock}
+			typ := types[r.IntN(len(types))]
+			entries = append(entries, entry{path: path, dir: typ == ModeDir, typ: typ, link: -1})
+		}
+		for i := range entries {
+			if !entries[i].dir && r.IntN(5) == 0 {
+				j := r.IntN(len(entries))
+				if j != i && !entries[j].dir {
+					entries[i].link = j
+				}
+			}
+		}
+		var text []byte
+		for i, e := range entries {
+			if i == 0 {
+				text = append(text, "/"...)
+			} else {
+				text = append(text, field(e.path)...)
+			}
+			perm := uint32(r.IntN(0o7777 + 1))
+			if e.link >= 0 {
+				text = fmt.Appendf(text, " %d @%o 1 0 0 0 0.0 %s - -\n", r.IntN(100), e.typ|perm, field(entries[e.link].path))
+				continue
+			}
+			size := uint64(r.IntN(100000))
+			payload, content, digest := []byte("-"), []byte("-"), "-"
+			rdev := uint64(0)
+			switch e.typ {
+			case ModeReg:
+				if r.IntN(2) == 0 {
+					c := randBytes(0, 300)
+					size = uint64(len(c))
+					content = field(c)
+					if len(c) == 0 {
+						content = nil
+					}
+				}
+				if r.IntN(2) == 0 {
+					b := randBytes(1, 80)
+					for i, c := range b {
+						if c == 0 {
+							b[i] = 'y'
+						}
+					}
+					payload = field(b)
+				}
+				if r.IntN(2) == 0 {
+					digest = fmt.Sprintf("%x", randBytes(32, 32))
+				}
+			case ModeSymlink:
+				target := randBytes(1, 200)
+				for i, c := range target {
+					if c == 0 {
+						target[i] = 'z'
+					}
+				}
+				size = uint64(len(target))
+				payload = field(target)
+			case ModeChr, ModeBlk:
+				rdev = r.Uint64() >> r.IntN(64)
+			}
+			text = fmt.Appendf(text, " %d %o %d %d %d %d %d.%d %s %s %s", size, e.typ|perm,
+				r.Uint32(), r.Uint32(), r.Uint32(), rdev, r.Int64()>>r.IntN(64)*int64(1-2*r.IntN(2)), r.Uint32(),
+				payload, content, digest)
+			keys := map[string]bool{}
+			for range r.IntN(5) {
+				k := randBytes(1, 30)
+				for i, c := range k {
+					if c == 0 {
+						k[i] = 'k'
+					}
+				}
+				if keys[string(k)] {
+					continue
+				}
+				keys[string(k)] = true
+				kf := field(k)
+				kf = bytes.ReplaceAll(kf, []byte("="), []byte(`\x3d`))
+				text = fmt.Appendf(text, " %s=%s", kf, field(randBytes(0, 100)))
+			}
+			text = append(text, '\n')
+		}
+		root, err := ParseDump(bytes.NewReader(text), DumpOptions{Strict: true})
+		if err != nil {
+			if strings.Contains(err.Error(), "hardlink cycle") || strings.Contains(err.Error(), "hardlink to itself") {
+				skipped++
+				continue
+			}
+			t.Fatalf("iteration %d: %v\n%q", iter, err, text)
+		}
+		checkDumpTree(t, root)
+		dumpRoundTrip(t, root)
+	}
+	if skipped > 100 {
+		t.Errorf("%d of 300 random trees skipped", skipped)
 	}
 }

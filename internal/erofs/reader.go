@@ -15,7 +15,7 @@ import (
 // loops are refused and the walk keeps its own stack instead of recursing.
 //
 // It accepts what composefs writers produce and refuses EROFS features they
-// never use (compression, long xattr prefixes, devices, ...) with
+// never use (compression, long xattr prefixes, extra devices, ...) with
 // ErrUnsupported. The tree is rebuilt the way upstream's reader does, so
 // that writing the tree again gives the same image.
 
@@ -42,7 +42,7 @@ const (
 	// e_name_index with this bit refers to a long (custom) prefix.
 	xattrLongPrefixFlag = 0x80
 
-	// Superblock feature bits, for error messages.
+	// Superblock feature bits the reader refuses.
 	featureCompatSbChksum = 0x1
 )
 
@@ -188,7 +188,7 @@ func rdFail(off uint64, kind error, format string, args ...any) *FormatError {
 	return &FormatError{Offset: o, Err: &rdKindError{kind, fmt.Sprintf(format, args...)}}
 }
 
-// at fills in the inode identity of an error.
+// fail makes an error about the inode w identifies.
 func (w rdWhere) fail(off uint64, kind error, format string, args ...any) *FormatError {
 	e := rdFail(off, kind, format, args...)
 	e.Nid = w.nid

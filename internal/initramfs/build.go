@@ -57,6 +57,12 @@ type Options struct {
 	// ("/" for the running system, or an extracted kernel package). Empty:
 	// an image without modules, for kernels that have everything built in.
 	ModulesTree string
+	// FS, if set, holds the modules tree instead of the host: its root
+	// plays the part of ModulesTree (which must then be empty), so the
+	// modules of a commit can be read from the repository without a
+	// checkout. Files in FS are archived with the same bytes as the same
+	// files on the host would be.
+	FS fs.FS
 	// Modules are the module names to include with everything they need.
 	// Nil means DefaultModules, whose members may be absent from the tree
 	// (they are skipped with a note); names given here, and in Extra,
@@ -92,7 +98,7 @@ type Entry struct {
 	Path   string      // without leading '/'
 	Mode   fs.FileMode // type and permission bits
 	Size   int64       // data size (symlink: target length)
-	Source string      // host file it was copied from; "" when generated
+	Source string      // host file it was copied from (with Options.FS, the path in FS); "" when generated
 	Target string      // symlink target
 	Major  uint32      // device numbers of a device node
 	Minor  uint32
@@ -104,6 +110,7 @@ type entry struct {
 	mode         uint32 // unix st_mode
 	data         []byte // generated content or symlink target
 	src          string // host file, when not generated
+	fsys         fs.FS  // if set, src is a path in it instead of on the host
 	size         int64
 	major, minor uint32
 }
@@ -225,6 +232,53 @@ func hostFile(src, name string) (*entry, error) {
 	return &entry{name: name, mode: modeReg | uint32(fi.Mode().Perm()), src: src, size: fi.Size()}, nil
 }
 
+// fsFile stats a regular file of fsys (following symlinks) for the archive.
+func fsFile(fsys fs.FS, src, name string) (*entry, error) {
+	fi, err := fs.Stat(fsys, src)
+	if err != nil {
+		return nil, fmt.Errorf("initramfs: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("initramfs: %s: not a regular file", src)
+	}
+	if fi.Size() > 1<<32-1 {
+		return nil, fmt.Errorf("initramfs: %s: too large for cpio", src)
+	}
+	return &entry{name: name, mode: modeReg | uint32(fi.Mode().Perm()), src: src, fsys: fsys, size: fi.Size()}, nil
+}
+
+// findModDirFS is findModDir for a tree in fsys; dir is a path in fsys.
+func findModDirFS(fsys fs.FS, kver string) (dir, version string, err error) {
+	bases := []string{"usr/lib/modules", "lib/modules"}
+	if kver == "" {
+		seen := make(map[string]bool)
+		var found []string
+		for _, b := range bases {
+			ents, _ := fs.ReadDir(fsys, b)
+			for _, e := range ents {
+				if _, err := fs.Stat(fsys, path.Join(b, e.Name(), "kernel")); err == nil && !seen[e.Name()] {
+					seen[e.Name()] = true
+					found = append(found, e.Name())
+				}
+			}
+		}
+		if len(found) != 1 {
+			return "", "", fmt.Errorf("initramfs: the tree holds modules for %d kernel versions %v; say which", len(found), found)
+		}
+		kver = found[0]
+	}
+	if kver == "." || kver == ".." || strings.ContainsAny(kver, "/\x00") {
+		return "", "", fmt.Errorf("initramfs: bad kernel version %q", kver)
+	}
+	for _, b := range bases {
+		d := path.Join(b, kver)
+		if fi, err := fs.Stat(fsys, d); err == nil && fi.IsDir() {
+			return d, kver, nil
+		}
+	}
+	return "", "", fmt.Errorf("initramfs: no modules for kernel %s in the tree (usr/lib/modules or lib/modules)", kver)
+}
+
 // findModDir locates <tree>/usr/lib/modules/<kver> or <tree>/lib/modules/<kver>.
 func findModDir(tree, kver string) (dir, version string, err error) {
 	bases := []string{filepath.Join(tree, "usr", "lib", "modules"), filepath.Join(tree, "lib", "modules")}
@@ -258,7 +312,19 @@ func findModDir(tree, kver string) (dir, version string, err error) {
 }
 
 func addModules(im *image, m *Manifest, opts Options) error {
-	if opts.ModulesTree == "" {
+	if opts.FS != nil {
+		if opts.ModulesTree != "" {
+			return errors.New("initramfs: give ModulesTree or FS, not both")
+		}
+		return addModulesFrom(im, m, opts, opts.FS)
+	}
+	return addModulesFrom(im, m, opts, nil)
+}
+
+// addModulesFrom adds the modules from the host's opts.ModulesTree, or from
+// fsys when it is set.
+func addModulesFrom(im *image, m *Manifest, opts Options, fsys fs.FS) error {
+	if opts.ModulesTree == "" && fsys == nil {
 		if len(opts.Modules) > 0 || len(opts.Extra) > 0 {
 			return errors.New("initramfs: modules requested but no ModulesTree")
 		}
@@ -266,7 +332,13 @@ func addModules(im *image, m *Manifest, opts Options) error {
 		m.Notes = append(m.Notes, "no modules: no ModulesTree given")
 		return nil
 	}
-	modDir, kver, err := findModDir(opts.ModulesTree, opts.KernelVersion)
+	var modDir, kver string
+	var err error
+	if fsys != nil {
+		modDir, kver, err = findModDirFS(fsys, opts.KernelVersion)
+	} else {
+		modDir, kver, err = findModDir(opts.ModulesTree, opts.KernelVersion)
+	}
 	if err != nil {
 		return err
 	}
@@ -280,7 +352,12 @@ func addModules(im *image, m *Manifest, opts Options) error {
 		optional = want
 	}
 	want = append(append([]string(nil), want...), opts.Extra...)
-	res, err := kmod.ResolveWith(modDir, want, kmod.ResolveOptions{Optional: optional})
+	var res kmod.Result
+	if fsys != nil {
+		res, err = kmod.ResolveFS(fsys, modDir, want, kmod.ResolveOptions{Optional: optional})
+	} else {
+		res, err = kmod.ResolveWith(modDir, want, kmod.ResolveOptions{Optional: optional})
+	}
 	if err != nil {
 		return fmt.Errorf("initramfs: %w", err)
 	}
@@ -297,7 +374,12 @@ func addModules(im *image, m *Manifest, opts Options) error {
 		return err
 	}
 	for _, mod := range res.Modules {
-		e, err := hostFile(filepath.Join(modDir, filepath.FromSlash(mod.Path)), m.ModuleDir+"/"+mod.Path)
+		var e *entry
+		if fsys != nil {
+			e, err = fsFile(fsys, path.Join(modDir, mod.Path), m.ModuleDir+"/"+mod.Path)
+		} else {
+			e, err = hostFile(filepath.Join(modDir, filepath.FromSlash(mod.Path)), m.ModuleDir+"/"+mod.Path)
+		}
 		if err != nil {
 			return err
 		}
@@ -315,7 +397,13 @@ func addModules(im *image, m *Manifest, opts Options) error {
 		return err
 	}
 	gen := map[string][]byte{"modules.dep": dep.Bytes(), load.ListFile: list.Bytes()}
-	if b, err := os.ReadFile(filepath.Join(modDir, "modules.builtin")); err == nil {
+	var builtin []byte
+	if fsys != nil {
+		builtin, err = fs.ReadFile(fsys, path.Join(modDir, "modules.builtin"))
+	} else {
+		builtin, err = os.ReadFile(filepath.Join(modDir, "modules.builtin"))
+	}
+	if b := builtin; err == nil {
 		gen["modules.builtin"] = b
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("initramfs: %w", err)
@@ -397,7 +485,13 @@ func write(w io.Writer, im *image, m *Manifest) (err error) {
 }
 
 func copyHostFile(nw *newcWriter, e *entry) error {
-	f, err := os.Open(e.src)
+	var f fs.File
+	var err error
+	if e.fsys != nil {
+		f, err = e.fsys.Open(e.src)
+	} else {
+		f, err = os.Open(e.src)
+	}
 	if err != nil {
 		return fmt.Errorf("initramfs: %w", err)
 	}

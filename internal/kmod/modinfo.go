@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -52,6 +53,25 @@ func ReadModInfo(path string) (ModInfo, error) {
 	if err != nil {
 		return ModInfo{}, err
 	}
+	return modInfoOf(data, path)
+}
+
+// readModInfoFS is ReadModInfo for a file of fsys; show is the name used in
+// messages.
+func readModInfoFS(fsys fs.FS, name, show string) (ModInfo, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return ModInfo{}, fmt.Errorf("%s: %w", show, unwrapPathError(err))
+	}
+	defer f.Close()
+	data, err := readModule(f, show)
+	if err != nil {
+		return ModInfo{}, err
+	}
+	return modInfoOf(data, show)
+}
+
+func modInfoOf(data []byte, path string) (ModInfo, error) {
 	mi, err := ParseModInfo(data)
 	if err != nil {
 		return ModInfo{}, fmt.Errorf("%s: %w", path, err)
@@ -78,6 +98,11 @@ func ReadModule(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return readModule(f, path)
+}
+
+// readModule decompresses a module from f; path names it in messages.
+func readModule(f io.Reader, path string) ([]byte, error) {
 	br := bufio.NewReaderSize(io.LimitReader(f, MaxModuleSize), 64<<10)
 	r, closeFn, err := decompressor(br)
 	if err != nil {

@@ -3,6 +3,8 @@ package kmod
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -93,8 +95,28 @@ func Resolve(modDir string, want []string) ([]Module, error) {
 // module does not declare them. Ties in the load order go to the module
 // pulled in by the earlier wanted name, then by name.
 func ResolveWith(modDir string, want []string, opts ResolveOptions) (Result, error) {
+	if modDir == "" {
+		return Result{}, errors.New("kmod: no module directory")
+	}
+	return resolveIn(os.DirFS(modDir), ".", modDir, want, opts)
+}
+
+// ResolveFS is ResolveWith for a module directory inside fsys: dir is a
+// path in fsys ("usr/lib/modules/<kver>", or "." for its root). It reads
+// the modules of a tree that is not on the host, such as a commit in a
+// repository, without copying them out first.
+func ResolveFS(fsys fs.FS, dir string, want []string, opts ResolveOptions) (Result, error) {
+	if !fs.ValidPath(dir) {
+		return Result{}, fmt.Errorf("kmod: invalid module directory %q", dir)
+	}
+	return resolveIn(fsys, dir, dir, want, opts)
+}
+
+// resolveIn resolves in fsys's directory dir; show names it in messages.
+func resolveIn(fsys fs.FS, dir, show string, want []string, opts ResolveOptions) (Result, error) {
 	var res Result
-	t, err := openTree(modDir, !opts.IgnoreDepFiles)
+	modDir := show
+	t, err := openTree(fsys, dir, show, !opts.IgnoreDepFiles)
 	if err != nil {
 		return res, err
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -21,7 +20,9 @@ import (
 // present (and wanted); each missing one is replaced by what the modules'
 // .modinfo sections say, read lazily for the modules a resolution touches.
 type tree struct {
-	dir   string
+	fsys  fs.FS             // holds the module directory
+	root  string            // the module directory as a path in fsys
+	dir   string            // the module directory as messages name it
 	paths map[string]string // canonical name -> path relative to dir
 	notes []string
 
@@ -100,19 +101,29 @@ func normalizeAlias(s string) string {
 	return string(b)
 }
 
-func openTree(dir string, useDepFiles bool) (*tree, error) {
-	st, err := os.Stat(dir)
+// openTree indexes the module directory root of fsys; dir names it in
+// messages.
+func openTree(fsys fs.FS, root, dir string, useDepFiles bool) (*tree, error) {
+	st, err := fs.Stat(fsys, root)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", dir, unwrapPathError(err))
 	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s: not a directory", dir)
 	}
-	t := &tree{dir: dir, info: make(map[string]*ModInfo)}
-	if t.builtin, err = load.ReadBuiltin(dir); err != nil {
-		return nil, err
+	t := &tree{fsys: fsys, root: root, dir: dir, info: make(map[string]*ModInfo)}
+	if f, err := fsys.Open(t.file("modules.builtin")); err == nil {
+		t.builtin, err = load.ParseBuiltin(f)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	} else if errors.Is(err, fs.ErrNotExist) {
+		t.builtin = map[string]bool{}
+	} else {
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	if t.builtinAliases, err = readBuiltinModinfo(filepath.Join(dir, "modules.builtin.modinfo")); err != nil {
+	if t.builtinAliases, err = t.readBuiltinModinfo("modules.builtin.modinfo"); err != nil {
 		return nil, err
 	}
 	if useDepFiles {
@@ -128,10 +139,23 @@ func openTree(dir string, useDepFiles bool) (*tree, error) {
 	return t, nil
 }
 
+// file returns the fsys path of a file of the module directory.
+func (t *tree) file(rel string) string { return path.Join(t.root, rel) }
+
+// unwrapPathError drops the *fs.PathError wrapper, whose path is relative
+// to an fs.FS and would read as a second, different file name.
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
 // readDepFiles reads modules.dep, modules.softdep and modules.alias where
 // they exist.
 func (t *tree) readDepFiles() error {
-	data, err := os.ReadFile(filepath.Join(t.dir, "modules.dep"))
+	data, err := fs.ReadFile(t.fsys, t.file("modules.dep"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
@@ -171,7 +195,7 @@ func (t *tree) readDepFiles() error {
 		}
 	}
 
-	if f, err := os.Open(filepath.Join(t.dir, "modules.softdep")); err == nil {
+	if f, err := t.fsys.Open(t.file("modules.softdep")); err == nil {
 		t.soft = make(map[string][]string)
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -191,7 +215,7 @@ func (t *tree) readDepFiles() error {
 		return err
 	}
 
-	if f, err := os.Open(filepath.Join(t.dir, "modules.alias")); err == nil {
+	if f, err := t.fsys.Open(t.file("modules.alias")); err == nil {
 		t.aliases = newAliasIndex()
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -215,7 +239,7 @@ func (t *tree) readDepFiles() error {
 // directory (old depmod versions wrote absolute paths).
 func (t *tree) relPath(p string) (string, error) {
 	if path.IsAbs(p) {
-		marker := "/" + filepath.Base(t.dir) + "/"
+		marker := "/" + path.Base(filepath.ToSlash(t.dir)) + "/"
 		i := strings.Index(p, marker)
 		if i < 0 {
 			return "", fmt.Errorf("%q: absolute path outside the module directory", p)
@@ -236,7 +260,7 @@ func (t *tree) relPath(p string) (string, error) {
 // updates/ first, then kernel/, then anything else; ties by path.
 func (t *tree) scan() error {
 	t.paths = make(map[string]string)
-	err := filepath.WalkDir(t.dir, func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(t.fsys, t.root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -246,11 +270,10 @@ func (t *tree) scan() error {
 		if _, ok := load.TrimModuleExt(d.Name()); !ok {
 			return nil
 		}
-		rel, err := filepath.Rel(t.dir, p)
-		if err != nil {
-			return err
+		rel := p
+		if t.root != "." {
+			rel = strings.TrimPrefix(p, t.root+"/")
 		}
-		rel = filepath.ToSlash(rel)
 		name := load.ModuleName(rel)
 		if old, dup := t.paths[name]; dup {
 			win, lose := old, rel
@@ -280,9 +303,9 @@ func searchRank(rel string) int {
 
 // readBuiltinModinfo collects the aliases of built-in modules from
 // modules.builtin.modinfo (NUL-separated "module.key=value" strings).
-func readBuiltinModinfo(p string) (*aliasIndex, error) {
+func (t *tree) readBuiltinModinfo(name string) (*aliasIndex, error) {
 	idx := newAliasIndex()
-	data, err := os.ReadFile(p)
+	data, err := fs.ReadFile(t.fsys, t.file(name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return idx, nil
 	} else if err != nil {
@@ -335,7 +358,7 @@ func (t *tree) fetchInfo(names []string) error {
 		go func() {
 			defer wg.Done()
 			for n := range jobs {
-				mi, err := ReadModInfo(filepath.Join(t.dir, filepath.FromSlash(t.paths[n])))
+				mi, err := readModInfoFS(t.fsys, t.file(t.paths[n]), filepath.Join(t.dir, filepath.FromSlash(t.paths[n])))
 				if err != nil {
 					errs[idx[n]] = err
 					continue

@@ -21,14 +21,17 @@ func copyFile(dst, src *os.File, size int64) error {
 	dfd, sfd := int(dst.Fd()), int(src.Fd())
 
 	if kernelCopy && unix.IoctlFileClone(dfd, sfd) == nil {
-		// A clone takes the whole source; it must be exactly size bytes,
-		// or the content is not the one that was hashed.
+		// A clone takes the whole source: cut it to the size asked for,
+		// and refuse a source that is shorter.
 		var st unix.Stat_t
 		if err := unix.Fstat(dfd, &st); err != nil {
 			return err
 		}
-		if st.Size != size {
+		if st.Size < size {
 			return fmt.Errorf("source is %d bytes, expected %d: %w", st.Size, size, errSourceChanged)
+		}
+		if st.Size > size {
+			return unix.Ftruncate(dfd, size)
 		}
 		return nil
 	}

@@ -59,7 +59,8 @@ func marshalJSON(v any) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// writeCommit stores a commit record and indexes it under commits/.
+// writeCommit stores a commit record. The caller indexes it under
+// commits/ once the object is synced.
 func (r *Repo) writeCommit(c *Commit) (verity.Digest, error) {
 	data, err := marshalJSON(c)
 	if err != nil {
@@ -68,9 +69,6 @@ func (r *Repo) writeCommit(c *Commit) (verity.Digest, error) {
 	id, _, err := r.objects.PutBytes(data)
 	if err != nil {
 		return verity.Digest{}, fmt.Errorf("store commit record: %w", err)
-	}
-	if err := r.indexLink(commitsDir, id); err != nil {
-		return verity.Digest{}, err
 	}
 	return id, nil
 }
@@ -199,6 +197,7 @@ func (r *Repo) Log(id verity.Digest, max int) ([]verity.Digest, []*Commit, error
 	var ids []verity.Digest
 	var commits []*Commit
 	seen := map[verity.Digest]bool{}
+	shallow := r.shallowCommits()
 	for {
 		if seen[id] {
 			return ids, commits, fmt.Errorf("commit %s: history loops", id)
@@ -211,22 +210,39 @@ func (r *Repo) Log(id verity.Digest, max int) ([]verity.Digest, []*Commit, error
 		ids = append(ids, id)
 		commits = append(commits, c)
 		p, ok := c.ParentDigest()
-		if !ok || (max > 0 && len(ids) >= max) {
+		if !ok || (max > 0 && len(ids) >= max) || shallow[id] && !r.hasCommit(p) {
+			// gc --depth may have cut the history below id.
 			return ids, commits, nil
 		}
 		id = p
 	}
 }
 
+// hasCommit reports whether the commit id is indexed.
+func (r *Repo) hasCommit(id verity.Digest) bool {
+	_, err := os.Lstat(filepath.Join(r.Path, commitsDir, id.String()))
+	return err == nil
+}
+
 // indexLink creates dir/<hex> -> ../objects/XX/<rest> unless present.
+// Concurrent commits of the same tree create the same link: whoever comes
+// second finds it in place. Anything else under the name is replaced
+// through a temporary link private to this call (a dot name, which fsck
+// counts and gc removes if a crash leaves it).
 func (r *Repo) indexLink(dir string, d verity.Digest) error {
 	link := filepath.Join(r.Path, dir, d.String())
 	target := filepath.Join("..", objectsDir, d.ObjectPath())
+	err := os.Symlink(target, link)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("index %s: %w", link, err)
+	}
 	if cur, err := os.Readlink(link); err == nil && cur == target {
 		return nil
 	}
-	tmp := link + ".tmp"
-	os.Remove(tmp)
+	tmp := filepath.Join(r.Path, dir, fmt.Sprintf(".%s.tmp-%d-%d", d, os.Getpid(), time.Now().UnixNano()))
 	if err := os.Symlink(target, tmp); err != nil {
 		return fmt.Errorf("index %s: %w", link, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
@@ -41,10 +42,12 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int) 
 		return nil, err
 	}
 	stats.NewObjects = newObjects
+	crashPoint("after-objects")
 	img, err := r.writeImage(root)
 	if err != nil {
 		return nil, err
 	}
+	crashPoint("mid-image")
 	kernel, err := r.findKernel(root)
 	if err != nil {
 		return nil, err
@@ -69,13 +72,29 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int) 
 	if err != nil {
 		return nil, err
 	}
-	// Everything the branch will reach must be on disk before it moves.
+	crashPoint("after-record")
+	// Everything the index links and the branch will reach must be on
+	// disk before they are written: after a power cut, no link may name
+	// an object whose content did not make it.
 	if err := r.objects.Sync(); err != nil {
 		return nil, fmt.Errorf("sync repository: %w", err)
 	}
+	if err := r.indexLink(imagesDir, img); err != nil {
+		return nil, err
+	}
+	if err := r.indexLink(commitsDir, id); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{imagesDir, commitsDir} {
+		if err := syncDir(filepath.Join(r.Path, d)); err != nil {
+			return nil, fmt.Errorf("sync repository: %w", err)
+		}
+	}
+	crashPoint("before-branch")
 	if err := r.SetBranch(opts.Branch, id); err != nil {
 		return nil, err
 	}
+	crashPoint("after-branch")
 	return &CommitResult{ID: id, Image: img, Commit: c}, nil
 }
 

@@ -79,6 +79,11 @@ func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsck: list objects: %w", err)
 	}
+	temps, err := r.otherTemps()
+	if err != nil {
+		return nil, fmt.Errorf("fsck: %w", err)
+	}
+	rep.TempFiles += len(temps)
 
 	images, err := r.Images()
 	if err != nil {

@@ -69,28 +69,42 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	// budget[id] is how many commits, id included, are still kept below
+	// id on the deepest walk that reached it (0: all). A commit reached
+	// again with a larger budget is walked again, so every branch keeps
+	// its own opts.Depth commits even where histories share commits.
+	budget := map[verity.Digest]int{}
+	parents := map[verity.Digest]verity.Digest{}
+	oldShallow := r.shallowCommits()
 	for _, b := range branches {
 		id, err := r.Branch(b)
 		if err != nil {
 			return nil, err
 		}
 		for n := 1; ; n++ {
-			if liveCommits[id] {
+			left := 0
+			if opts.Depth > 0 {
+				left = opts.Depth - n + 1
+			}
+			if prev, seen := budget[id]; seen && (prev == 0 || left != 0 && prev >= left) {
 				break
 			}
+			budget[id] = left
 			c, err := r.ReadCommit(id)
 			if err != nil {
 				return nil, fmt.Errorf("gc: branch %s: %w (run fsck)", b, err)
 			}
-			liveCommits[id] = true
-			live[id] = true
-			if err := keepImage(c.ImageDigest()); err != nil {
-				return nil, err
-			}
-			if c.Kernel != nil {
-				for _, h := range []string{c.Kernel.Vmlinuz, c.Kernel.Initramfs} {
-					if d, err := verity.ParseDigest(h); err == nil {
-						live[d] = true
+			if !liveCommits[id] {
+				liveCommits[id] = true
+				live[id] = true
+				if err := keepImage(c.ImageDigest()); err != nil {
+					return nil, err
+				}
+				if c.Kernel != nil {
+					for _, h := range []string{c.Kernel.Vmlinuz, c.Kernel.Initramfs} {
+						if d, err := verity.ParseDigest(h); err == nil {
+							live[d] = true
+						}
 					}
 				}
 			}
@@ -98,11 +112,18 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 			if !ok {
 				break
 			}
-			if opts.Depth > 0 && n >= opts.Depth {
-				newShallow = append(newShallow, id)
+			parents[id] = p
+			// An earlier gc may have cut the history here.
+			if left == 1 || oldShallow[id] && !r.hasCommit(p) {
 				break
 			}
 			id = p
+		}
+	}
+	// Commits whose parent is no longer kept start a shallow history.
+	for id, p := range parents {
+		if liveCommits[id] && !liveCommits[p] {
+			newShallow = append(newShallow, id)
 		}
 	}
 
@@ -147,6 +168,16 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 	}
 	if !opts.DryRun {
 		if err := r.writeShallow(newShallow, liveCommits); err != nil {
+			return nil, err
+		}
+	}
+	temps, err := r.otherTemps()
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	for _, p := range temps {
+		rep.TempFiles++
+		if err := remove(p); err != nil {
 			return nil, err
 		}
 	}

@@ -14,8 +14,9 @@ import (
 // metadata only, so even huge trees stay far below this.
 const maxImageSize = 1 << 30
 
-// writeImage writes the composefs image of root as an object and indexes it
-// under images/. It returns the image's fs-verity digest.
+// writeImage writes the composefs image of root as an object and returns
+// its fs-verity digest. The caller indexes it under images/ once the
+// object is synced.
 func (r *Repo) writeImage(root *erofs.Node) (verity.Digest, error) {
 	var buf bytes.Buffer
 	if err := erofs.Write(&buf, root, erofs.DefaultWriteOptions); err != nil {
@@ -24,9 +25,6 @@ func (r *Repo) writeImage(root *erofs.Node) (verity.Digest, error) {
 	d, _, err := r.objects.PutBytes(buf.Bytes())
 	if err != nil {
 		return verity.Digest{}, fmt.Errorf("store image: %w", err)
-	}
-	if err := r.indexLink(imagesDir, d); err != nil {
-		return verity.Digest{}, err
 	}
 	return d, nil
 }

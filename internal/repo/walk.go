@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,6 +56,34 @@ func (r *Repo) walkObjects(fn func(objectFile) error) error {
 }
 
 func isTempName(name string) bool { return strings.HasPrefix(name, ".") }
+
+// otherTemps lists the temporary files an interrupted write can leave
+// outside objects/: index links (images/, commits/), branch files
+// (refs/heads/, at any depth) and meta.json, all named with a leading dot.
+func (r *Repo) otherTemps() ([]string, error) {
+	var out []string
+	for _, dir := range []string{"", imagesDir, commitsDir} {
+		ents, err := os.ReadDir(filepath.Join(r.Path, dir))
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if isTempName(e.Name()) && !e.IsDir() {
+				out = append(out, filepath.Join(r.Path, dir, e.Name()))
+			}
+		}
+	}
+	err := filepath.WalkDir(filepath.Join(r.Path, headsDir), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && isTempName(d.Name()) {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out, err
+}
 
 // treeObjects adds the digests of every object a tree references.
 func treeObjects(root *erofs.Node, into map[verity.Digest]bool) {

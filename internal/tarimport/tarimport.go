@@ -59,7 +59,52 @@ func Import(r io.Reader, st *objstore.Store, inlineMax int, progress func(files,
 			progress(int64(imp.res.Entries), imp.res.Bytes)
 		}
 	}
+	relink(imp.res.Root)
 	return imp.res, nil
+}
+
+// relink repairs hard links after entries were replaced. A link whose
+// target was replaced or removed by a later entry becomes the owner of the
+// old inode, as on disk after extraction (further links to that inode
+// follow it), and every file's nlink is recounted from the links that are
+// still in the tree.
+func relink(root *erofs.Node) {
+	inTree := map[*erofs.Node]bool{}
+	var links []*erofs.Node
+	erofs.Walk(root, func(n *erofs.Node) error {
+		if n.LinkTo != nil {
+			links = append(links, n)
+		} else {
+			inTree[n] = true
+		}
+		return nil
+	})
+	moved := map[*erofs.Node]*erofs.Node{}
+	for _, l := range links {
+		t := l.LinkTo
+		if inTree[t] {
+			continue
+		}
+		if owner := moved[t]; owner != nil {
+			l.LinkTo = owner
+			continue
+		}
+		name, parent := l.Name, l.Parent
+		*l = *t
+		l.Name, l.Parent, l.LinkTo, l.Children = name, parent, nil, nil
+		moved[t] = l
+		inTree[l] = true
+	}
+	for n := range inTree {
+		if !n.IsDir() {
+			n.Nlink = 1
+		}
+	}
+	for _, l := range links {
+		if l.LinkTo != nil {
+			l.LinkTo.Nlink++
+		}
+	}
 }
 
 type importer struct {
