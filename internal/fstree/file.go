@@ -31,8 +31,9 @@ func (w *worker) hashFile(j job) error {
 	}
 
 	var (
-		d verity.Digest
-		f *os.File // only when the standard library needs one
+		d  verity.Digest
+		f  *os.File // only when the standard library needs one
+		op = "hash"
 	)
 	if j.size >= parallelFileSize {
 		f = os.NewFile(uintptr(fd), path())
@@ -51,6 +52,7 @@ func (w *worker) hashFile(j job) error {
 		if f == nil {
 			f = os.NewFile(uintptr(fd), path())
 		}
+		op = "store"
 		_, err = s.opts.Store.PutFile(f, j.size, d)
 	}
 	if f != nil {
@@ -59,7 +61,7 @@ func (w *worker) hashFile(j job) error {
 		unix.Close(fd)
 	}
 	if err != nil {
-		return scanError(path(), "hash", err)
+		return scanError(path(), op, err)
 	}
 	w.setDigest(n, d)
 	s.nBytes.Add(j.size)

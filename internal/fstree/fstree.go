@@ -1,6 +1,7 @@
 // Package fstree reads a directory tree from disk into the erofs.Node
 // model, the way upstream `mkcomposefs SOURCE-DIR IMAGE` does, so that an
-// image written from the result is byte-identical to mkcomposefs's.
+// image written from the result is byte-identical to mkcomposefs's
+// (TestMatchesUpstream checks this against an upstream binary).
 //
 // What is taken from each entry (lstat, never following symlinks): mode,
 // uid, gid, size, mtime with nanoseconds, rdev of devices, the target of
@@ -29,7 +30,9 @@ type Options struct {
 	// UseEpoch sets every mtime to 0 (mkcomposefs --use-epoch).
 	UseEpoch bool
 	// SkipDevices leaves out character and block devices, overlayfs
-	// whiteouts (0/0 character devices) included (--skip-devices).
+	// whiteouts (0/0 character devices) included (--skip-devices). The
+	// type comes from lstat; mkcomposefs looks at the directory entry's
+	// type and so keeps devices on filesystems that do not report one.
 	SkipDevices bool
 	// SkipXattrs records no extended attributes (--skip-xattrs).
 	SkipXattrs bool
@@ -61,10 +64,11 @@ type Options struct {
 	Threads int
 	// OneFileSystem does not descend into directories on another device
 	// than the root (mount points, btrfs subvolumes), like `find -xdev`:
-	// such a directory is recorded with its own metadata and no entries.
-	// Other entries are recorded whatever their device; a bind-mounted
-	// file is just a file. mkcomposefs has no such option and crosses
-	// mount points.
+	// such a directory is recorded as an empty directory with the
+	// metadata and xattrs lstat shows for it (those of the mounted
+	// filesystem's root). Other entries are recorded whatever their
+	// device; a bind-mounted file is just a file. mkcomposefs has no such
+	// option and crosses mount points.
 	OneFileSystem bool
 	// Progress, if set, is called about ten times a second from one
 	// goroutine with the number of entries recorded and the number of

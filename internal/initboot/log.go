@@ -157,3 +157,11 @@ func fmtDuration(d time.Duration) string {
 		return fmt.Sprintf("%.2f s", d.Seconds())
 	}
 }
+
+// SetKmsg starts copying the lines that always print to w (/dev/kmsg,
+// once /dev is mounted).
+func (l *Log) SetKmsg(w io.Writer) {
+	l.mu.Lock()
+	l.kmsg = w
+	l.mu.Unlock()
+}

@@ -292,3 +292,22 @@ func TestPutFileReadWriteFallback(t *testing.T) {
 	}
 	noTemps(t, dir)
 }
+
+func TestPutFileAcrossFilesystems(t *testing.T) {
+	// A store on tmpfs fed from the test's temporary directory: the
+	// kernel may refuse copy_file_range across filesystems (EXDEV), and
+	// tmpfs has no reflinks, so whichever way works must be found.
+	shm, err := os.MkdirTemp("/dev/shm", "objstore-test")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	s := openStore(t, shm, Options{EnableVerity: true})
+	data := pattern(300000, 11)
+	d := verity.DigestBytes(data)
+	if created, err := s.PutFile(source(t, data), int64(len(data)), d); err != nil || !created {
+		t.Fatalf("PutFile = %v, %v", created, err)
+	}
+	checkObject(t, s, d, data)
+	noTemps(t, shm)
+}

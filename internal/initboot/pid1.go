@@ -1,0 +1,156 @@
+package initboot
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Paths of the PID 1 boot.
+const (
+	sysrootDir = "/sysroot"         // the physical root while booting
+	newrootDir = "/newroot"         // the new root while it is being built
+	runDir     = "/run"             // moved into the new root
+	shellPath  = "/bin/sh"          // emergency shell, if the initramfs has one
+	runSysroot = "cfs-deploy/sysroot" // under /run: the physical root when the image has no /sysroot
+)
+
+// RunPID1 boots the system as the initramfs's /init. It never returns:
+// either it executes the new root's init, or it reports the failure and
+// reboots (or waits in an emergency shell). A panic is reported and
+// handled like any other failure, since PID 1 exiting panics the kernel.
+func RunPID1() {
+	log := NewLog(os.Stdout, nil, false)
+	f := &failer{log: log, shell: shellPath}
+	defer func() {
+		if r := recover(); r != nil {
+			f.fail(panicError(r))
+		}
+	}()
+	err := bootPID1(log, f)
+	if err == nil {
+		err = errors.New("switching root returned without executing init")
+	}
+	f.fail(err)
+}
+
+func bootPID1(log *Log, f *failer) error {
+	t := log.Begin("api-mounts")
+	if err := mountAPI(log); err != nil {
+		return during("set up /proc, /sys, /dev and /run", err)
+	}
+	if k, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
+		log.SetKmsg(k)
+	}
+	t.End("mounted /proc, /sys, /dev and /run")
+
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return during("read the kernel command line", err)
+	}
+	plan, err := NewPlan(strings.TrimSpace(string(cmdline)))
+	if err != nil {
+		return during("use the kernel command line", err)
+	}
+	f.plan = plan
+	log.SetDebug(plan.Debug)
+	log.Debugf("started %v after the kernel; command line: %s", fmtDuration(log.start), strings.TrimSpace(string(cmdline)))
+	if len(plan.Unknown) > 0 {
+		log.Printf("warning: unknown options %s ignored (known: %s)", strings.Join(plan.Unknown, " "), cfsOptionsKnownList)
+	}
+
+	t = log.Begin("modules")
+	f.moduleErr = loadModules(ModulesBase, plan, log)
+	t.End("loaded kernel modules")
+
+	t = log.Begin("wait-root")
+	dev, err := waitRoot(plan, NewDevices(), log)
+	if err != nil {
+		return err
+	}
+	t.End("found root device %s", dev)
+
+	t = log.Begin("mount-root")
+	fstype, ro, err := mountRoot(plan, dev, sysrootDir, log)
+	if err != nil {
+		return err
+	}
+	mode := "rw"
+	if ro {
+		mode = "ro"
+	}
+	t.End("mounted %s on %s (%s, %s)", dev.Node, sysrootDir, fstype, mode)
+
+	img, dep, err := assembleRoot(log, plan, sysrootDir, newrootDir)
+	if err != nil {
+		return err
+	}
+	t = log.Begin("check-init")
+	if err := checkInit(newrootDir, plan.Init); err != nil {
+		return during("find init in the image", err)
+	}
+	t.End("")
+
+	t = log.Begin("move-mounts")
+	run, sysrootSeen, err := moveIntoNewRoot(newrootDir, log)
+	if err != nil {
+		return during("move the mounts into the new root", err)
+	}
+	t.End("moved /sysroot, /run, /dev, /proc and /sys into the new root")
+
+	rec := &BootRecord{Mode: "pid1", Device: dev.Node, FSType: fstype, ReadOnly: ro, Init: plan.Init}
+	rec.fill(img, dep, sysrootSeen)
+	rec.Timings = log.timing()
+	if err := writeBootRecord(run, rec); err != nil {
+		log.Printf("warning: cannot write the boot record: %v", err)
+	}
+	log.Printf("%s", rec.summary())
+
+	// No way back after this: a failure reboots.
+	f.shell = ""
+	return switchRoot(newrootDir, plan.Init, os.Args[1:], os.Environ(), log)
+}
+
+// moveIntoNewRoot moves /run, the physical root and the kernel's file
+// systems into newroot. The physical root goes to newroot/sysroot, or
+// under /run when the image has no /sysroot. It returns where /run now is
+// and where the booted system will see the physical root.
+func moveIntoNewRoot(newroot string, log *Log) (run, sysrootSeen string, err error) {
+	run = runDir
+	if d := filepath.Join(newroot, "run"); isDir(d) {
+		if err := moveMount(runDir, d); err != nil {
+			return "", "", err
+		}
+		run = d
+	} else {
+		log.Printf("warning: the image has no /run; the boot record stays behind in the initramfs")
+	}
+	target, seen := filepath.Join(newroot, "sysroot"), sysrootDir
+	if !isDir(target) {
+		if run == runDir {
+			return "", "", fmt.Errorf("the image has neither /sysroot nor /run to put the physical root on")
+		}
+		target, seen = filepath.Join(run, runSysroot), filepath.Join(runDir, runSysroot)
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return "", "", err
+		}
+	}
+	if err := moveMount(sysrootDir, target); err != nil {
+		return "", "", err
+	}
+	for _, m := range []string{"/dev", "/proc", "/sys"} {
+		if d := filepath.Join(newroot, m); isDir(d) {
+			if err := moveMount(m, d); err != nil {
+				return "", "", err
+			}
+		} else {
+			log.Printf("warning: the image has no %s; unmounting it", m)
+			unix.Unmount(m, unix.MNT_DETACH)
+		}
+	}
+	return run, seen, nil
+}

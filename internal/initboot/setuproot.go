@@ -1,0 +1,188 @@
+package initboot
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+const setupRootUsage = `Usage: cfs-init setup-root [--sysroot DIR] [--debug]
+
+Run inside a systemd (dracut) initramfs after the physical root file system
+is mounted on /sysroot: verify the composefs image that composefs= on the
+kernel command line names, and rebuild /sysroot as that image's tree with the
+deployment's /etc and /var and the physical root at /sysroot/sysroot.
+systemd then switches root into it.
+
+Options:
+`
+
+// RunSetupRoot is `cfs-init setup-root`. It returns the exit status: 0 when
+// /sysroot is the verified composefs root, 1 on failure (after printing
+// why), 2 for a bad command line.
+func RunSetupRoot(args []string, stderr io.Writer) (status int) {
+	fs := flag.NewFlagSet("cfs-init setup-root", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, setupRootUsage)
+		fs.PrintDefaults()
+	}
+	sysroot := fs.String("sysroot", "/sysroot", "where the physical root file system is mounted")
+	cmdline := fs.String("cmdline", "", "use this kernel command line instead of /proc/cmdline (for tests)")
+	run := fs.String("run", runDir, "the runtime directory for the boot record and scratch mounts (for tests)")
+	debug := fs.Bool("debug", false, "print every step (also cfs.debug on the kernel command line)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "cfs-init setup-root: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	log := NewLog(stderr, nil, *debug)
+	defer func() {
+		if r := recover(); r != nil {
+			log.Printf("%s", FailureText(panicError(r), nil))
+			status = 1
+		}
+	}()
+	if err := setupRoot(log, *sysroot, *cmdline, *run, *debug); err != nil {
+		log.Printf("%s", FailureText(err, nil))
+		return 1
+	}
+	return 0
+}
+
+func setupRoot(log *Log, sysroot, cmdline, run string, debug bool) error {
+	if cmdline == "" {
+		b, err := os.ReadFile("/proc/cmdline")
+		if err != nil {
+			return during("read the kernel command line", err)
+		}
+		cmdline = string(b)
+	}
+	plan, err := NewPlan(strings.TrimSpace(cmdline))
+	if err != nil {
+		return during("use the kernel command line", err)
+	}
+	log.SetDebug(debug || plan.Debug)
+	if sysroot, err = filepath.Abs(sysroot); err != nil {
+		return err
+	}
+	if !isDir(sysroot) {
+		return fmt.Errorf("%s is not a directory; the physical root should be mounted there", sysroot)
+	}
+	device, fstype := mountSource("/proc/self/mountinfo", sysroot)
+
+	// The new tree is built on a private scratch mount: systemd makes
+	// every mount shared, and the kernel refuses to move a mount whose
+	// parent is shared.
+	staging := filepath.Join(run, "cfs-deploy", "staging")
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", staging, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
+		return during("mount a scratch tmpfs on "+staging, err)
+	}
+	defer func() {
+		// Detaches whatever is still below it after a failure.
+		unix.Unmount(staging, unix.MNT_DETACH)
+		os.Remove(staging)
+	}()
+	if err := unix.Mount("", staging, "", unix.MS_PRIVATE, ""); err != nil {
+		return during("make "+staging+" private", err)
+	}
+	newroot := filepath.Join(staging, "root")
+	img, dep, err := assembleRoot(log, plan, sysroot, newroot)
+	if err != nil {
+		return err
+	}
+
+	t := log.Begin("move-root")
+	target, seen := filepath.Join(newroot, "sysroot"), sysrootDir
+	if !isDir(target) {
+		target, seen = filepath.Join(run, runSysroot), filepath.Join(runDir, runSysroot)
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount(sysroot, target, "", unix.MS_BIND, ""); err != nil {
+		return during("bind-mount the physical root on "+target, err)
+	}
+	// Out of the peer group of the physical root (which the binds of it
+	// joined), or mounting the new tree on it would propagate back into
+	// the tree itself.
+	if err := unix.Mount("", target, "", unix.MS_PRIVATE, ""); err != nil {
+		return during("make "+target+" private", err)
+	}
+	if err := unix.Mount("", newroot, "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return during("make the new root private", err)
+	}
+	if err := moveMount(newroot, sysroot); err != nil {
+		if target != filepath.Join(newroot, "sysroot") {
+			unix.Unmount(target, unix.MNT_DETACH)
+		}
+		return during("put the composefs root on "+sysroot, err)
+	}
+	t.End("moved the composefs root onto %s, the physical root to %s", sysroot, seen)
+
+	rec := &BootRecord{Mode: "setup-root", Device: device, FSType: fstype}
+	rec.fill(img, dep, seen)
+	rec.Timings = log.timing()
+	if err := writeBootRecord(run, rec); err != nil {
+		log.Printf("warning: cannot write the boot record: %v", err)
+	}
+	log.Printf("%s", rec.summary())
+	return nil
+}
+
+// mountSource returns the source and type of the topmost mount on target,
+// from a mountinfo file; empty when it cannot tell.
+func mountSource(mountinfo, target string) (source, fstype string) {
+	f, err := os.Open(mountinfo)
+	if err != nil {
+		return "", ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPEROPTIONS
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		fields, tail := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(fields) < 5 || len(tail) < 2 || unescapeMountinfo(fields[4]) != target {
+			continue
+		}
+		fstype, source = tail[0], unescapeMountinfo(tail[1])
+	}
+	return source, fstype
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
