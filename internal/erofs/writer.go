@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -47,6 +47,7 @@ type inode struct {
 	mtime Timespec
 
 	xattrs  []Xattr
+	xids    []int32  // ids of xattrs in the builder's table, same order
 	dirents []dirent // directories only: sorted, with "." and ".."
 
 	// layout
@@ -78,9 +79,12 @@ type builder struct {
 	minTime Timespec
 	hasACL  bool
 
+	// Every distinct (name, value) pair gets an id; counts and shared
+	// table offsets are indexed by it, so each pair is hashed once.
+	xattrIDs     map[Xattr]int32
+	xattrCount   []int32
+	sharedOffset []uint64 // by id; valid where xattrCount > 1
 	shared       []Xattr
-	sharedCount  map[Xattr]int
-	sharedOffset map[Xattr]uint64
 
 	inodesEnd  uint64
 	dataStart  uint64
@@ -324,7 +328,7 @@ func (b *builder) linkDirents(n *Node) error {
 		}
 		ents = append(ents, dirent{c.Name, b.byNode[c], false})
 	}
-	sort.Slice(ents, func(i, j int) bool { return ents[i].name < ents[j].name })
+	slices.SortFunc(ents, func(a, b dirent) int { return strings.Compare(a.name, b.name) })
 	ino.dirents = ents
 	for _, c := range n.Children {
 		if c.LinkTo == nil && c.IsDir() {
@@ -361,7 +365,7 @@ func (b *builder) order(root *inode) {
 		if ino.mtime.Less(b.minTime) {
 			b.minTime = ino.mtime
 		}
-		sort.SliceStable(ino.xattrs, func(i, j int) bool { return ino.xattrs[i].Key < ino.xattrs[j].Key })
+		slices.SortStableFunc(ino.xattrs, func(a, b Xattr) int { return strings.Compare(a.Key, b.Key) })
 		for _, x := range ino.xattrs {
 			if x.Key == xattrACLAccess || x.Key == xattrACLDefault {
 				b.hasACL = true
@@ -373,38 +377,53 @@ func (b *builder) order(root *inode) {
 // computeShared picks the xattrs stored once in the shared table: every
 // (name, value) pair that occurs on more than one inode.
 func (b *builder) computeShared() {
-	b.sharedCount = make(map[Xattr]int)
+	b.xattrIDs = make(map[Xattr]int32)
 	for _, ino := range b.inodes {
-		for _, x := range ino.xattrs {
-			b.sharedCount[x]++
+		ino.xids = make([]int32, len(ino.xattrs))
+		for i, x := range ino.xattrs {
+			id, ok := b.xattrIDs[x]
+			if !ok {
+				id = int32(len(b.xattrCount))
+				b.xattrIDs[x] = id
+				b.xattrCount = append(b.xattrCount, 0)
+			}
+			b.xattrCount[id]++
+			ino.xids[i] = id
 		}
 	}
-	for x, c := range b.sharedCount {
-		if c > 1 {
+	var sharedIDs []int32
+	for x, id := range b.xattrIDs {
+		if b.xattrCount[id] > 1 {
 			b.shared = append(b.shared, x)
+			sharedIDs = append(sharedIDs, id)
 		}
 	}
 	// Upstream sorts the table in descending order: name, then longer
 	// value first, then value bytes.
-	sort.Slice(b.shared, func(i, j int) bool {
+	order := make([]int, len(b.shared))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(i, j int) int {
 		x, y := b.shared[i], b.shared[j]
-		if x.Key != y.Key {
-			return x.Key > y.Key
+		if c := strings.Compare(y.Key, x.Key); c != 0 {
+			return c
 		}
 		if len(x.Value) != len(y.Value) {
-			return len(x.Value) > len(y.Value)
+			return len(y.Value) - len(x.Value)
 		}
-		return x.Value > y.Value
+		return strings.Compare(y.Value, x.Value)
 	})
-	b.sharedOffset = make(map[Xattr]uint64, len(b.shared))
+	sorted := make([]Xattr, len(order))
+	b.sharedOffset = make([]uint64, len(b.xattrCount))
 	var off uint64
-	for _, x := range b.shared {
-		b.sharedOffset[x] = off
-		off += xattrEntrySize(x)
+	for k, i := range order {
+		sorted[k] = b.shared[i]
+		b.sharedOffset[sharedIDs[i]] = off
+		off += xattrEntrySize(b.shared[i])
 	}
+	b.shared = sorted
 }
-
-func (b *builder) isShared(x Xattr) bool { return b.sharedCount[x] > 1 }
 
 // xattrPrefix splits a name into the EROFS prefix index and suffix.
 func xattrPrefix(key string) (uint8, string) {
@@ -563,11 +582,15 @@ func (b *builder) sizeXattrs(ino *inode) {
 	// (at most maxSharedXattrsPerInode, in name order) to the front while
 	// keeping name order within each group.
 	var shared, inline []Xattr
-	for _, x := range ino.xattrs {
-		if b.isShared(x) && len(shared) < maxSharedXattrsPerInode {
+	var sharedIDs, inlineIDs []int32
+	for i, x := range ino.xattrs {
+		id := ino.xids[i]
+		if b.xattrCount[id] > 1 && len(shared) < maxSharedXattrsPerInode {
 			shared = append(shared, x)
+			sharedIDs = append(sharedIDs, id)
 		} else {
 			inline = append(inline, x)
+			inlineIDs = append(inlineIDs, id)
 		}
 	}
 	ino.nShared = len(shared)
@@ -578,4 +601,5 @@ func (b *builder) sizeXattrs(ino *inode) {
 	ino.xattrSize = size
 	// Keep the filter over the full set; store the split order.
 	ino.xattrs = append(shared, inline...)
+	ino.xids = append(sharedIDs, inlineIDs...)
 }

@@ -162,8 +162,8 @@ func (b *builder) emitXattrBody(e *emitter, ino *inode) {
 	e.write(hdr[:])
 	var id [4]byte
 	base := b.inodesEnd % BlockSize
-	for _, x := range ino.xattrs[:ino.nShared] {
-		le.PutUint32(id[:], uint32((base+b.sharedOffset[x])/4))
+	for _, xid := range ino.xids[:ino.nShared] {
+		le.PutUint32(id[:], uint32((base+b.sharedOffset[xid])/4))
 		e.write(id[:])
 	}
 	for _, x := range ino.xattrs[ino.nShared:] {
