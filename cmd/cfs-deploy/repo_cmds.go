@@ -36,8 +36,15 @@ everything already in the repository), writes the composefs image, records
 a commit whose parent is the branch's previous tip, and moves the branch.
 Prints the commit id and the image digest (the composefs= kernel argument).
 A directory SOURCE is read without crossing into other filesystems (like
-tar --one-file-system); hard links are kept. Files unchanged since the last
-commit (same device, inode, size, mtime and ctime) are not read again.`),
+tar --one-file-system): a mount point inside it is recorded as an empty
+directory with the mounted directory's own metadata. Hard links are kept;
+symlink targets are stored as they are, absolute ones included.
+
+A tar stream (GNU tar, podman/docker export; xattrs from PAX SCHILY.xattr
+or LIBARCHIVE.xattr records) may not reach outside its root: an entry or
+hard link target with a ".." component is refused; "/a", "./a" and "a"
+are the same entry. A dump file's objects must already be in the
+repository. A failed commit leaves the branch where it was.`),
 	})
 	register("log", command{
 		summary: "show a branch's history",

@@ -72,6 +72,9 @@ func runFsck(prog string, args []string) error {
 		}
 		fmt.Fprintf(os.Stderr, "checked %d objects, %d images, %d commits, %d branches: %d problems\n",
 			rep.Objects, rep.Images, rep.Commits, rep.Branches, len(rep.Problems))
+		if rep.TempFiles > 0 {
+			fmt.Fprintf(os.Stderr, "%d temporary files of interrupted writes (not a problem; gc removes them)\n", rep.TempFiles)
+		}
 	}
 	if len(rep.Problems) > 0 {
 		return errSilentFailure

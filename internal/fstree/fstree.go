@@ -42,9 +42,11 @@ type Options struct {
 	// Hardlinks keeps hard links: entries that share an inode (same
 	// device and inode number) become LinkTo entries of the first of them
 	// in sorted depth-first order, whose Nlink is the number of its links
-	// inside the tree. Overlayfs whiteouts are never linked. Without it
-	// every path is its own inode with nlink 1, as in mkcomposefs (which
-	// loses hard links; composefs issue #444).
+	// inside the tree. A link entry has only Name, Mode, Parent and
+	// LinkTo set. Overlayfs whiteouts are never linked. Without it every
+	// path is its own inode with nlink 1, as in mkcomposefs (which loses
+	// hard links; composefs issue #444). Either way a file with several
+	// links is read and hashed once.
 	Hardlinks bool
 	// InlineMax is the largest regular file whose content is stored in
 	// the image itself (Node.Content); mkcomposefs uses 64

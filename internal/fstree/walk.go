@@ -26,7 +26,8 @@ type scanner struct {
 	cond   sync.Cond
 	dirs   []job // LIFO: depth first keeps few directories open
 	files  []job
-	active int // jobs being processed
+	big    []job // files of bigFileSize and more, hashed before the others
+	active int   // jobs being processed
 	err    error
 	failed atomic.Bool
 
@@ -66,6 +67,10 @@ func (d *dirHandle) release() {
 // workers prefer hashing queued files (which releases directories) to
 // listing more directories.
 const maxOpenDirs = 256
+
+// bigFileSize is the size from which files are hashed first, so that the
+// end of the scan has only small files left to spread over the workers.
+const bigFileSize = 1 << 20
 
 func newScanner(root string, opts Options) *scanner {
 	s := &scanner{
@@ -128,18 +133,27 @@ func (s *scanner) next() (j job, isDir, ok bool) {
 			for _, j := range s.files {
 				j.dir.release()
 			}
-			s.dirs, s.files = nil, nil
+			for _, j := range s.big {
+				j.dir.release()
+			}
+			s.dirs, s.files, s.big = nil, nil, nil
 		}
-		nd, nf := len(s.dirs), len(s.files)
+		nd, nf := len(s.dirs), len(s.files)+len(s.big)
 		if nd > 0 && (nf == 0 || s.openDirs.Load() < maxOpenDirs) {
 			j = s.dirs[nd-1]
 			s.dirs = s.dirs[:nd-1]
 			s.active++
 			return j, true, true
 		}
-		if nf > 0 {
-			j = s.files[nf-1]
-			s.files = s.files[:nf-1]
+		if nb := len(s.big); nb > 0 {
+			j = s.big[nb-1]
+			s.big = s.big[:nb-1]
+			s.active++
+			return j, false, true
+		}
+		if n := len(s.files); n > 0 {
+			j = s.files[n-1]
+			s.files = s.files[:n-1]
 			s.active++
 			return j, false, true
 		}
@@ -160,7 +174,13 @@ func (s *scanner) done(dirs, files []job, err error) {
 		s.failed.Store(true)
 	}
 	s.dirs = append(s.dirs, dirs...)
-	s.files = append(s.files, files...)
+	for _, f := range files {
+		if f.size >= bigFileSize {
+			s.big = append(s.big, f)
+		} else {
+			s.files = append(s.files, f)
+		}
+	}
 	wake := len(dirs)+len(files) > 1 || s.active == 0 || err != nil
 	s.mu.Unlock()
 	if wake {

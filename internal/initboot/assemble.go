@@ -2,6 +2,7 @@ package initboot
 
 import (
 	"path/filepath"
+	"time"
 )
 
 // assembleRoot builds the new root on newroot, the part both modes share:
@@ -16,7 +17,26 @@ func assembleRoot(log *Log, p *Plan, sysroot, newroot string) (*chosenImage, *de
 	if err != nil {
 		return nil, nil, during("find the composefs image", err)
 	}
-	t.End("using image %s (%s)", img.Rel, img.Ref.Source)
+	t.End("using image %s, named by %s", img.Rel, img.Ref.Source)
+
+	// The deployment's state is looked up (disk reads, no writes) while
+	// the image is verified and mounted.
+	type lookup struct {
+		dep *deployment
+		err error
+		d   time.Duration
+	}
+	found := make(chan lookup, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				found <- lookup{err: panicError(r)}
+			}
+		}()
+		start := log.now()
+		dep, err := findDeployment(sysroot, img.Ref.Digest, log)
+		found <- lookup{dep, err, log.now() - start}
+	}()
 
 	t = log.Begin("verify-image")
 	if err := verifyImage(img); err != nil {
@@ -39,9 +59,14 @@ func assembleRoot(log *Log, p *Plan, sysroot, newroot string) (*chosenImage, *de
 	t.End("mounted composefs image on %s (%s)", newroot, how)
 
 	t = log.Begin("state")
-	dep, err := findDeployment(sysroot, img.Ref.Digest, log)
-	if err != nil {
-		return img, nil, during("find the deployment's state", err)
+	l := <-found
+	log.addStep("find-state (overlapped)", l.d)
+	if l.err != nil {
+		return img, nil, during("find the deployment's state", l.err)
+	}
+	dep := l.dep
+	if err := prepareVar(sysroot, dep, log); err != nil {
+		return img, dep, err
 	}
 	if err := bindState(sysroot, newroot, dep); err != nil {
 		return img, dep, err

@@ -21,6 +21,7 @@
 // (/proc, /sys, /dev, /run), modules.go, blockdev.go, probe.go and
 // parttable.go (finding the root device), rootfs.go (waiting for and
 // mounting it), image.go (repository and image checks), state.go (/etc and
-// /var), switchroot.go, failure.go, record.go (booted.json), pid1.go and
-// setuproot.go (the two modes).
+// /var), assemble.go (the new root, for both modes), switchroot.go,
+// failure.go, record.go and json.go (booted.json), pid1.go and setuproot.go
+// (the two modes).
 package initboot

@@ -87,7 +87,9 @@ func (f *failer) fail(err error) {
 		delay, emergency = f.plan.RebootDelay, f.plan.Emergency
 	}
 	if emergency {
-		if _, serr := os.Stat(f.shell); serr == nil {
+		if f.shell == "" {
+			f.log.Printf("cfs.emergency: no shell any more, the initramfs was already freed")
+		} else if _, serr := os.Stat(f.shell); serr == nil {
 			f.log.Printf("cfs.emergency: starting %s; the machine reboots when it exits", f.shell)
 			cmd := exec.Command(f.shell)
 			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr

@@ -1,7 +1,6 @@
 package initboot
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,8 +19,6 @@ const (
 	repoDir    = "composefs"
 	imagesDir  = "composefs/images"
 	objectsDir = "composefs/objects"
-	metaFile   = "composefs/meta.json"
-	repoAlgo   = "fsverity-sha256-12"
 )
 
 // chosenImage is the image cfs-init boots.
@@ -35,30 +32,21 @@ type chosenImage struct {
 	KernelVerity bool
 }
 
-// openRepo checks that sysroot holds a repository cfs-init can read.
+// openRepo checks that sysroot holds a repository. Its meta.json is not
+// read: the images are looked up by their SHA-256 fs-verity digest, which
+// is the only name a repository of another algorithm cannot have, and
+// reading it would cost a disk read on every boot.
 func openRepo(sysroot string) error {
-	fi, err := os.Stat(filepath.Join(sysroot, repoDir))
+	dir := filepath.Join(sysroot, repoDir)
+	fi, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("the root file system has no composefs repository: %s is missing; root= names the wrong device, or nothing was deployed to it", dir)
+	}
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("the root file system has no composefs repository: %s is missing; root= names the wrong device, or nothing was deployed to it", filepath.Join(sysroot, repoDir))
-		}
 		return err
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", filepath.Join(sysroot, repoDir))
-	}
-	b, err := os.ReadFile(filepath.Join(sysroot, metaFile))
-	if err != nil {
-		return fmt.Errorf("repository metadata: %w", err)
-	}
-	var meta struct {
-		Algorithm string `json:"algorithm"`
-	}
-	if err := json.Unmarshal(b, &meta); err != nil {
-		return fmt.Errorf("repository metadata %s: %v", filepath.Join(sysroot, metaFile), err)
-	}
-	if meta.Algorithm != "" && meta.Algorithm != repoAlgo {
-		return fmt.Errorf("repository %s uses digest algorithm %q; cfs-init knows only %s", filepath.Join(sysroot, repoDir), meta.Algorithm, repoAlgo)
+		return fmt.Errorf("%s is not a directory", dir)
 	}
 	return nil
 }

@@ -121,6 +121,13 @@ func (t *Timer) End(format string, args ...any) time.Duration {
 	return d
 }
 
+// addStep records a step timed elsewhere (one that overlapped others).
+func (l *Log) addStep(name string, d time.Duration) {
+	l.mu.Lock()
+	l.steps = append(l.steps, StepTime{Name: name, MS: ms(d)})
+	l.mu.Unlock()
+}
+
 // Steps returns the steps timed so far.
 func (l *Log) Steps() []StepTime {
 	l.mu.Lock()

@@ -12,10 +12,10 @@ import (
 
 // Paths of the PID 1 boot.
 const (
-	sysrootDir = "/sysroot"         // the physical root while booting
-	newrootDir = "/newroot"         // the new root while it is being built
-	runDir     = "/run"             // moved into the new root
-	shellPath  = "/bin/sh"          // emergency shell, if the initramfs has one
+	sysrootDir = "/sysroot"           // the physical root while booting
+	newrootDir = "/newroot"           // the new root while it is being built
+	runDir     = "/run"               // moved into the new root
+	shellPath  = "/bin/sh"            // emergency shell, if the initramfs has one
 	runSysroot = "cfs-deploy/sysroot" // under /run: the physical root when the image has no /sysroot
 )
 
@@ -54,6 +54,7 @@ func bootPID1(log *Log, f *failer) error {
 	}
 	plan, err := NewPlan(strings.TrimSpace(string(cmdline)))
 	if err != nil {
+		f.plan = failurePlan(string(cmdline))
 		return during("use the kernel command line", err)
 	}
 	f.plan = plan

@@ -178,3 +178,24 @@ func (p *Plan) rootFSTypes(probed string) []string {
 	}
 	return types
 }
+
+// failurePlan reads only what the failure path needs (cfs.emergency,
+// cfs.reboot-delay) from a command line that NewPlan refused, so that the
+// operator's choice still holds when the line is broken elsewhere.
+// Unusable values fall back to the defaults.
+func failurePlan(cmdline string) *Plan {
+	p := &Plan{RebootDelay: DefaultRebootDelay}
+	c := bootcfg.ParseCmdline(cmdline)
+	if v, ok := c.Get(bootcfg.CFSPrefix + cfsEmergency); ok {
+		switch strings.ToLower(v) {
+		case "", "1", "yes", "y", "true", "on":
+			p.Emergency = true
+		}
+	}
+	if v, ok := c.Get(bootcfg.CFSPrefix + cfsRebootDelay); ok {
+		if n, err := strconv.ParseUint(v, 10, 31); err == nil && time.Duration(n)*time.Second <= maxRebootDelay {
+			p.RebootDelay = time.Duration(n) * time.Second
+		}
+	}
+	return p
+}

@@ -72,12 +72,8 @@ func writeBootRecord(runDir string, r *BootRecord) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
 	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(tmp, r.marshal(), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, p)

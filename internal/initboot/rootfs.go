@@ -33,9 +33,7 @@ func waitRoot(p *Plan, ds *Devices, log *Log) (*blockDev, error) {
 	}
 	start := time.Now()
 	nextReport := waitQuietFor
-	if p.RootWait {
-		log.Debugf("waiting up to %v for root device %s (rootwait)", p.RootTimeout, p.Root)
-	}
+	log.Debugf("looking for root device %s, for up to %v", p.Root, p.RootTimeout)
 	for {
 		d, err := ds.Find(p.Root)
 		if err != nil {

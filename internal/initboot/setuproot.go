@@ -83,6 +83,13 @@ func setupRoot(log *Log, sysroot, cmdline, run string, debug bool) error {
 		return fmt.Errorf("%s is not a directory; the physical root should be mounted there", sysroot)
 	}
 	device, fstype := mountSource("/proc/self/mountinfo", sysroot)
+	var sfs unix.Statfs_t
+	ro := unix.Statfs(sysroot, &sfs) == nil && sfs.Flags&unix.ST_RDONLY != 0
+	if ro {
+		// The binds of /etc and /var inherit the read-only flag, and a
+		// later remount of the physical root does not lift it from them.
+		log.Printf("warning: %s is mounted read-only (ro on the kernel command line?); /etc and /var will be read-only: composefs deployments need rw", sysroot)
+	}
 
 	// The new tree is built on a private scratch mount: systemd makes
 	// every mount shared, and the kernel refuses to move a mount whose
@@ -136,7 +143,7 @@ func setupRoot(log *Log, sysroot, cmdline, run string, debug bool) error {
 	}
 	t.End("moved the composefs root onto %s, the physical root to %s", sysroot, seen)
 
-	rec := &BootRecord{Mode: "setup-root", Device: device, FSType: fstype}
+	rec := &BootRecord{Mode: "setup-root", Device: device, FSType: fstype, ReadOnly: ro}
 	rec.fill(img, dep, seen)
 	rec.Timings = log.timing()
 	if err := writeBootRecord(run, rec); err != nil {

@@ -1,7 +1,6 @@
 package initboot
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -30,8 +29,8 @@ type deployment struct {
 	Var       string // state/os/<stateroot>/var
 }
 
-// findDeployment locates the state of the deployment of digest and
-// creates its OS's /var if this is the OS's first boot.
+// findDeployment looks up the state of the deployment of digest. It only
+// reads, so that it can run while the image is still being verified.
 func findDeployment(sysroot string, digest verity.Digest, log *Log) (*deployment, error) {
 	d := &deployment{Dir: filepath.Join(deployStateDir, digest.String())}
 	d.Etc = filepath.Join(d.Dir, "etc")
@@ -51,17 +50,20 @@ func findDeployment(sysroot string, digest verity.Digest, log *Log) (*deployment
 	}
 	d.StateRoot = sr
 	d.Var = filepath.Join(osStateDir, sr, "var")
+	return d, nil
+}
+
+// prepareVar creates the /var of the deployment's OS on the OS's first
+// boot.
+func prepareVar(sysroot string, d *deployment, log *Log) error {
 	v := filepath.Join(sysroot, d.Var)
 	if _, err := os.Stat(v); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(v, 0o755); err != nil {
-			return nil, &bootError{msg: fmt.Sprintf("cannot create %s, the /var of OS %q: %v", d.Var, sr, errText(err)), err: err}
+			return &bootError{msg: fmt.Sprintf("cannot create %s, the /var of OS %q: %v", d.Var, d.StateRoot, errText(err)), err: err}
 		}
-		log.Printf("created %s, the /var of OS %q", d.Var, sr)
+		log.Printf("created %s, the /var of OS %q", d.Var, d.StateRoot)
 	}
-	if err := needDir(sysroot, d.Var, fmt.Sprintf("the /var of OS %q", sr)); err != nil {
-		return nil, err
-	}
-	return d, nil
+	return needDir(sysroot, d.Var, fmt.Sprintf("the /var of OS %q", d.StateRoot))
 }
 
 func needDir(sysroot, rel, what string) error {
@@ -89,16 +91,14 @@ func readStateRoot(path string) (string, error) {
 	if err != nil {
 		return "", &bootError{msg: fmt.Sprintf("cannot read %s: %v", path, err), err: err}
 	}
-	var origin struct {
-		StateRoot string `json:"stateroot"`
+	sr, _, err := jsonObjectString(b, "stateroot")
+	if err != nil {
+		return "", &bootError{msg: fmt.Sprintf("%s is not valid: %v", path, err), err: err}
 	}
-	if err := json.Unmarshal(b, &origin); err != nil {
-		return "", &bootError{msg: fmt.Sprintf("%s is not valid JSON: %v", path, err), err: err}
+	if sr != "" && (sr == "." || sr == ".." || strings.ContainsAny(sr, "/\x00")) {
+		return "", &bootError{msg: fmt.Sprintf("%s: stateroot %q is not a usable directory name", path, sr)}
 	}
-	if s := origin.StateRoot; s != "" && (s == "." || s == ".." || strings.ContainsAny(s, "/\x00")) {
-		return "", &bootError{msg: fmt.Sprintf("%s: stateroot %q is not a usable directory name", path, s)}
-	}
-	return origin.StateRoot, nil
+	return sr, nil
 }
 
 // bindState mounts the deployment's /etc and its OS's /var over the

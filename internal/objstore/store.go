@@ -28,7 +28,9 @@ type Options struct {
 	// mkcomposefs does, and no further attempts are made.
 	EnableVerity bool
 	// RequireVerity makes storing an object fail unless fs-verity could be
-	// enabled on it. It implies EnableVerity.
+	// enabled on it. An object that already exists gets verity enabled if
+	// it lacks it, and must measure as its name says. It implies
+	// EnableVerity.
 	RequireVerity bool
 }
 
@@ -155,6 +157,11 @@ func (s *Store) PutBytes(b []byte) (verity.Digest, bool, error) {
 func (s *Store) put(d verity.Digest, fill func(dst *os.File) error) (bool, error) {
 	rel := d.ObjectPath()
 	if ok, err := s.exists(rel); ok || err != nil {
+		if ok && s.opts.RequireVerity {
+			// An object stored before verity was required: enable it
+			// now, and let the kernel confirm the content.
+			err = s.enableVerity(rel, d)
+		}
 		return false, wrapPut(s, rel, err)
 	}
 	if err := unix.Mkdirat(s.dfd, rel[:2], dirMode); err != nil && !errors.Is(err, unix.EEXIST) {
@@ -218,7 +225,7 @@ func (s *Store) writeTemp(fill func(dst *os.File) error) (string, error) {
 // commit enables verity on the finished temporary file if asked and
 // renames it to rel. It reports false when another writer won the race.
 func (s *Store) commit(tmp, rel string, d verity.Digest) (bool, error) {
-	if s.opts.EnableVerity && !(s.noVerity.Load() && !s.opts.RequireVerity) {
+	if s.opts.RequireVerity || s.opts.EnableVerity && !s.noVerity.Load() {
 		if err := s.enableVerity(tmp, d); err != nil {
 			return false, err
 		}
@@ -239,14 +246,15 @@ func (s *Store) commit(tmp, rel string, d verity.Digest) (bool, error) {
 	return true, nil
 }
 
-// enableVerity turns on fs-verity for the temporary file tmp, which must
-// be closed for writing, and checks the kernel's measurement against d.
-func (s *Store) enableVerity(tmp string, d verity.Digest) error {
-	fd, err := unix.Openat(s.dfd, tmp, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+// enableVerity turns on fs-verity for the file rel, which must not be
+// open for writing, and checks the kernel's measurement against d. A file
+// that already has verity is only measured.
+func (s *Store) enableVerity(rel string, d verity.Digest) error {
+	fd, err := unix.Openat(s.dfd, rel, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("reopen for fs-verity: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), filepath.Join(s.dir, tmp))
+	f := os.NewFile(uintptr(fd), filepath.Join(s.dir, rel))
 	defer f.Close()
 	if err := verity.Enable(f); err != nil {
 		if s.opts.RequireVerity {

@@ -260,6 +260,14 @@ func TestVerity(t *testing.T) {
 		t.Error("object stored without the required verity")
 	}
 	noTemps(t, dir)
+	// An object stored earlier without verity is not accepted either.
+	plain := openStore(t, dir, Options{})
+	if _, err := plain.PutFile(source(t, data), int64(len(data)), d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := req.PutFile(source(t, data), int64(len(data)), d); !errors.Is(err, verity.ErrUnsupported) {
+		t.Errorf("RequireVerity with an existing object without verity: %v, want ErrUnsupported", err)
+	}
 
 	try := openStore(t, t.TempDir(), Options{EnableVerity: true})
 	for i := range 2 { // the second put skips the attempt

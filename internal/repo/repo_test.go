@@ -656,6 +656,11 @@ func TestGCRemovesTemporaryFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Dot files that are not temporary files of this tool are left alone.
+	others := []string{filepath.Join(r.Path, ".keep"), filepath.Join(r.Path, "refs", "heads", ".editor-swap")}
+	for _, p := range others {
+		os.WriteFile(p, nil, 0o644)
+	}
 	rep := fsckClean(t, r)
 	if rep.TempFiles != len(leftovers) {
 		t.Errorf("fsck counted %d temporary files, want %d", rep.TempFiles, len(leftovers))
@@ -674,6 +679,11 @@ func TestGCRemovesTemporaryFiles(t *testing.T) {
 	for _, p := range leftovers {
 		if _, err := os.Lstat(p); err == nil {
 			t.Errorf("gc left %s", p)
+		}
+	}
+	for _, p := range others {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("gc removed %s, which is not its temporary file", p)
 		}
 	}
 }

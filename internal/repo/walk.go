@@ -59,8 +59,10 @@ func isTempName(name string) bool { return strings.HasPrefix(name, ".") }
 
 // otherTemps lists the temporary files an interrupted write can leave
 // outside objects/: index links (images/, commits/), branch files
-// (refs/heads/, at any depth) and meta.json, all named with a leading dot.
+// (refs/heads/, at any depth) and meta.json. All are named
+// ".<name>.tmp-<suffix>"; nothing else is taken for one.
 func (r *Repo) otherTemps() ([]string, error) {
+	isTemp := func(name string) bool { return isTempName(name) && strings.Contains(name, ".tmp-") }
 	var out []string
 	for _, dir := range []string{"", imagesDir, commitsDir} {
 		ents, err := os.ReadDir(filepath.Join(r.Path, dir))
@@ -68,7 +70,7 @@ func (r *Repo) otherTemps() ([]string, error) {
 			return nil, err
 		}
 		for _, e := range ents {
-			if isTempName(e.Name()) && !e.IsDir() {
+			if isTemp(e.Name()) && !e.IsDir() && (dir != "" || strings.HasPrefix(e.Name(), "."+metaFile+".tmp-")) {
 				out = append(out, filepath.Join(r.Path, dir, e.Name()))
 			}
 		}
@@ -77,7 +79,7 @@ func (r *Repo) otherTemps() ([]string, error) {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && isTempName(d.Name()) {
+		if !d.IsDir() && isTemp(d.Name()) {
 			out = append(out, p)
 		}
 		return nil

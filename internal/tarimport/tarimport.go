@@ -200,7 +200,9 @@ func (imp *importer) add(hdr *tar.Header, body io.Reader) error {
 		if hdr.Linkname == "" || len(hdr.Linkname) > erofs.MaxSymlinkLen {
 			return erofs.ErrBadSymlink
 		}
-		n.Mode = erofs.ModeSymlink | perm
+		// Linux symlinks are always 0777, whatever the archive says; an
+		// extracted tree has them so.
+		n.Mode = erofs.ModeSymlink | 0o777
 		n.Payload = hdr.Linkname
 		n.Size = uint64(len(hdr.Linkname))
 	case tar.TypeLink:

@@ -541,3 +541,12 @@ func TestImportGNUFormatLongNames(t *testing.T) {
 		t.Errorf("GNU long link: %+v", n)
 	}
 }
+
+func TestImportSymlinkMode(t *testing.T) {
+	l := symlink("l", "/x")
+	l.hdr.Mode = 0
+	res := mustImport(t, newStore(t), archive(t, l))
+	if n := lookup(t, res.Root, "l"); n.Mode != erofs.ModeSymlink|0o777 {
+		t.Errorf("symlink mode %o, want 0777 as on any Linux filesystem", n.Mode)
+	}
+}

@@ -1,0 +1,182 @@
+package deploy
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
+	"github.com/cfs-deploy/cfs-deploy/internal/repo"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"golang.org/x/sys/unix"
+)
+
+// checkout writes the directory tree n to dest, which must not exist,
+// with every entry's type, content, mode, owner, xattrs and mtime. Hard
+// links within the tree stay hard links; a link whose target lies outside
+// it becomes a copy. Directories get their metadata after their contents,
+// so their mtimes are not disturbed by the files created in them.
+func checkout(r *repo.Repo, n *erofs.Node, dest string) error {
+	co := &checkouter{r: r, top: n, paths: map[*erofs.Node]string{}}
+	if err := os.Mkdir(dest, 0o700); err != nil {
+		return err
+	}
+	if err := co.fill(n, dest); err != nil {
+		return err
+	}
+	for _, l := range co.links {
+		if err := co.link(l.n, l.path); err != nil {
+			return err
+		}
+	}
+	// Children were appended after their parents: apply in reverse.
+	for i := len(co.dirs) - 1; i >= 0; i-- {
+		d := co.dirs[i]
+		if err := setMeta(d.path, d.n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type placed struct {
+	n    *erofs.Node
+	path string
+}
+
+type checkouter struct {
+	r     *repo.Repo
+	top   *erofs.Node
+	paths map[*erofs.Node]string // inode node -> where it was written
+	links []placed               // hard link entries, made once all targets exist
+	dirs  []placed               // in creation order
+}
+
+func (co *checkouter) fill(dir *erofs.Node, path string) error {
+	co.dirs = append(co.dirs, placed{dir, path})
+	for _, c := range dir.Children {
+		p := filepath.Join(path, c.Name)
+		switch {
+		case c.LinkTo != nil:
+			co.links = append(co.links, placed{c, p})
+		case c.IsDir():
+			if err := os.Mkdir(p, 0o700); err != nil {
+				return err
+			}
+			if err := co.fill(c, p); err != nil {
+				return err
+			}
+		default:
+			if err := co.create(c, p); err != nil {
+				return err
+			}
+			co.paths[c] = p
+		}
+	}
+	return nil
+}
+
+// link makes a hard link entry: a link to the target's copy when the
+// target was checked out here, else a copy of its own.
+func (co *checkouter) link(n *erofs.Node, path string) error {
+	if tp, ok := co.paths[n.LinkTo]; ok {
+		if err := os.Link(tp, path); err != nil {
+			return err
+		}
+		return nil
+	}
+	if err := co.create(n.LinkTo, path); err != nil {
+		return err
+	}
+	co.paths[n.LinkTo] = path
+	return nil
+}
+
+// create makes a non-directory entry with its metadata.
+func (co *checkouter) create(n *erofs.Node, path string) error {
+	switch n.Type() {
+	case erofs.ModeReg:
+		if err := co.writeFile(n, path); err != nil {
+			return err
+		}
+	case erofs.ModeSymlink:
+		if err := os.Symlink(n.Payload, path); err != nil {
+			return err
+		}
+	case erofs.ModeChr, erofs.ModeBlk, erofs.ModeFifo, erofs.ModeSock:
+		if err := unix.Mknod(path, n.Type()|0o600, int(n.Rdev)); err != nil {
+			return &os.PathError{Op: "mknod", Path: path, Err: err}
+		}
+	default:
+		return fmt.Errorf("%s: unknown file type %#o", n.Path(), n.Type())
+	}
+	return setMeta(path, n)
+}
+
+// writeFile copies a regular file's content. In an insecure repository
+// the object is not protected by the kernel, so its digest is checked
+// while copying.
+func (co *checkouter) writeFile(n *erofs.Node, path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	src, inline, err := co.r.ReadFile(n)
+	if err != nil {
+		return err
+	}
+	if src == nil {
+		if _, err := f.Write(inline); err != nil {
+			return err
+		}
+		return f.Close()
+	}
+	defer src.Close()
+	h := verity.NewHasher()
+	copied, err := io.Copy(io.MultiWriter(f, h), src)
+	if err != nil {
+		return fmt.Errorf("%s: copy from %s: %w", path, src.Name(), err)
+	}
+	if copied != int64(n.Size) {
+		return fmt.Errorf("%s: object %s has %d bytes, the image says %d", path, src.Name(), copied, n.Size)
+	}
+	if got := h.Sum(); len(n.Digest) == 32 && string(got[:]) != string(n.Digest) {
+		return &verity.MismatchError{Path: src.Name(), Want: verity.Digest(n.Digest), Got: got}
+	}
+	return f.Close()
+}
+
+// setMeta gives path n's owner, mode, xattrs and mtime. The owner comes
+// first because chown clears set-id bits; the mtime comes last because
+// the other changes only touch the ctime.
+func setMeta(path string, n *erofs.Node) error {
+	if err := os.Lchown(path, int(n.UID), int(n.GID)); err != nil {
+		return err
+	}
+	if !n.IsSymlink() {
+		if err := unix.Chmod(path, n.Mode&0o7777); err != nil {
+			return &os.PathError{Op: "chmod", Path: path, Err: err}
+		}
+	}
+	for _, x := range n.Xattrs {
+		// overlayfs keeps its own state under trusted.overlay.; in a
+		// directory that overlayfs may later use it would be misread.
+		if strings.HasPrefix(x.Key, "trusted.overlay.") {
+			continue
+		}
+		if err := unix.Lsetxattr(path, x.Key, []byte(x.Value), 0); err != nil {
+			return fmt.Errorf("%s: set xattr %s: %w", path, x.Key, err)
+		}
+	}
+	ts := []unix.Timespec{
+		{Sec: n.Mtime.Sec, Nsec: int64(n.Mtime.Nsec)}, // atime: images keep none
+		{Sec: n.Mtime.Sec, Nsec: int64(n.Mtime.Nsec)},
+	}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "utimensat", Path: path, Err: err}
+	}
+	return nil
+}

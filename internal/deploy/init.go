@@ -1,0 +1,34 @@
+package deploy
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// SystemInit is where a packaged cfs-init is installed.
+const SystemInit = "/usr/lib/cfs-deploy/cfs-init"
+
+// FindInit returns the cfs-init binary to put into an initramfs: the one
+// next to the running executable (a build tree, or a package that ships
+// both side by side), else SystemInit.
+func FindInit() (string, error) {
+	var tried []string
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "cfs-init")
+		if isRegular(p) {
+			return p, nil
+		}
+		tried = append(tried, p)
+	}
+	if isRegular(SystemInit) {
+		return SystemInit, nil
+	}
+	tried = append(tried, SystemInit)
+	return "", fmt.Errorf("no cfs-init binary (looked for %v); build it with 'go build ./cmd/cfs-init' or name it with --cfs-init", tried)
+}
+
+func isRegular(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
