@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/blockdev/blockdevtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,30 +36,6 @@ func guidBytes(t *testing.T, s string) []byte {
 	b[0], b[1], b[2], b[3] = b[3], b[2], b[1], b[0]
 	b[4], b[5] = b[5], b[4]
 	b[6], b[7] = b[7], b[6]
-	return b
-}
-
-func ext4Image(t *testing.T, uuid, label string) []byte {
-	b := make([]byte, 8192)
-	binary.LittleEndian.PutUint16(b[ext4MagicOff:], ext4Magic)
-	copy(b[ext4UUIDOff:], uuidBytes(t, uuid))
-	copy(b[ext4LabelOff:ext4LabelOff+ext4LabelLen], label)
-	return b
-}
-
-func xfsImage(t *testing.T, uuid, label string) []byte {
-	b := make([]byte, 8192)
-	copy(b[xfsMagicOff:], xfsMagic)
-	copy(b[xfsUUIDOff:], uuidBytes(t, uuid))
-	copy(b[xfsLabelOff:xfsLabelOff+xfsLabelLen], label)
-	return b
-}
-
-func btrfsImage(t *testing.T, uuid, label string) []byte {
-	b := make([]byte, btrfsSuperOffset+4096)
-	copy(b[btrfsMagicOff:], btrfsMagic)
-	copy(b[btrfsFSIDOff:], uuidBytes(t, uuid))
-	copy(b[btrfsLabelOff:btrfsLabelOff+btrfsLabelLen], label)
 	return b
 }
 
@@ -107,11 +84,11 @@ func TestProbeFS(t *testing.T) {
 		img  []byte
 		want fsInfo
 	}{
-		{"ext4", ext4Image(t, u, "cfsroot"), fsInfo{"ext4", u, "cfsroot"}},
-		{"ext4 full label", ext4Image(t, u, "0123456789abcdef"), fsInfo{"ext4", u, "0123456789abcdef"}},
-		{"xfs", xfsImage(t, u, "data"), fsInfo{"xfs", u, "data"}},
-		{"btrfs", btrfsImage(t, u, "pool"), fsInfo{"btrfs", u, "pool"}},
-		{"no uuid", ext4Image(t, "00000000-0000-0000-0000-000000000000", ""), fsInfo{Type: "ext4"}},
+		{"ext4", blockdevtest.Ext4(t, u, "cfsroot"), fsInfo{Type: "ext4", UUID: u, Label: "cfsroot"}},
+		{"ext4 full label", blockdevtest.Ext4(t, u, "0123456789abcdef"), fsInfo{Type: "ext4", UUID: u, Label: "0123456789abcdef"}},
+		{"xfs", blockdevtest.XFS(t, u, "data"), fsInfo{Type: "xfs", UUID: u, Label: "data"}},
+		{"btrfs", blockdevtest.Btrfs(t, u, "pool"), fsInfo{Type: "btrfs", UUID: u, Label: "pool"}},
+		{"no uuid", blockdevtest.Ext4(t, "00000000-0000-0000-0000-000000000000", ""), fsInfo{Type: "ext4"}},
 		{"zeros", make([]byte, 70000), fsInfo{}},
 		{"short", []byte("XF"), fsInfo{}},
 		{"empty", nil, fsInfo{}},
@@ -249,11 +226,11 @@ func TestFindRootDevice(t *testing.T) {
 		{"99999999-8888-7777-6666-555555555555", "data"},
 	}))
 	f.add("vda1", "vda", 1, "esp", make([]byte, 4096))
-	f.add("vda2", "vda", 2, "", ext4Image(t, rootUUID, "cfsroot"))
-	f.add("vda3", "vda", 3, "data", xfsImage(t, dataUUID, "data"))
+	f.add("vda2", "vda", 2, "", blockdevtest.Ext4(t, rootUUID, "cfsroot"))
+	f.add("vda3", "vda", 3, "data", blockdevtest.XFS(t, dataUUID, "data"))
 	f.add("vdb", "", 0, "", mbrDisk(0x0badcafe))
-	f.add("vdb1", "vdb", 1, "", xfsImage(t, "12345678-1234-1234-1234-123456789abc", "mbrdata"))
-	f.add("vdc", "", 0, "", btrfsImage(t, "feedface-0000-4000-8000-000000000000", "pool"))
+	f.add("vdb1", "vdb", 1, "", blockdevtest.XFS(t, "12345678-1234-1234-1234-123456789abc", "mbrdata"))
+	f.add("vdc", "", 0, "", blockdevtest.Btrfs(t, "feedface-0000-4000-8000-000000000000", "pool"))
 	f.add("loop0", "", 0, "", nil)
 	f.write(filepath.Join(f.devices, "loop0", "size"), "0\n")
 
@@ -322,20 +299,20 @@ func TestFindRootDevice(t *testing.T) {
 func TestFindProbesOnce(t *testing.T) {
 	f := newFakeSys(t)
 	const u = "3f1c2b8e-1d2a-4c55-9e77-0123456789ab"
-	f.add("vda", "", 0, "", ext4Image(t, "11111111-1111-1111-1111-111111111111", "other"))
+	f.add("vda", "", 0, "", blockdevtest.Ext4(t, "11111111-1111-1111-1111-111111111111", "other"))
 	ds := f.devs()
 	spec := bootcfg.RootSpec{Kind: bootcfg.RootUUID, Value: u}
 	if d, err := ds.Find(spec); d != nil || err != nil {
 		t.Fatalf("found %+v, %v before the device exists", d, err)
 	}
 	// Change vda behind the cache: it must not be read again.
-	if err := os.WriteFile(filepath.Join(f.dev, "vda"), ext4Image(t, u, "x"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(f.dev, "vda"), blockdevtest.Ext4(t, u, "x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if d, _ := ds.Find(spec); d != nil {
 		t.Fatal("vda was probed again")
 	}
-	f.add("vdb", "", 0, "", ext4Image(t, u, "root"))
+	f.add("vdb", "", 0, "", blockdevtest.Ext4(t, u, "root"))
 	if d, err := ds.Find(spec); err != nil || d == nil || d.Name != "vdb" {
 		t.Fatalf("new device: %+v, %v", d, err)
 	}
@@ -343,7 +320,7 @@ func TestFindProbesOnce(t *testing.T) {
 
 func TestWaitRootTimeout(t *testing.T) {
 	f := newFakeSys(t)
-	f.add("vda", "", 0, "", ext4Image(t, "11111111-1111-1111-1111-111111111111", "other"))
+	f.add("vda", "", 0, "", blockdevtest.Ext4(t, "11111111-1111-1111-1111-111111111111", "other"))
 	p := &Plan{Root: bootcfg.RootSpec{Kind: bootcfg.RootLabel, Value: "cfsroot"}, RootTimeout: 30 * time.Millisecond}
 	var out bytes.Buffer
 	_, err := waitRoot(p, f.devs(), NewLog(&out, nil, false))
@@ -386,7 +363,7 @@ func TestProbeRealExt4(t *testing.T) {
 		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 	}
 	got, err := probeNode(img)
-	if want := (fsInfo{"ext4", uuid, "cfs root"}); err != nil || got != want {
+	if want := (fsInfo{Type: "ext4", UUID: uuid, Label: "cfs root"}); err != nil || got != want {
 		t.Errorf("probe: %+v, %v; want %+v", got, err, want)
 	}
 }

@@ -13,6 +13,8 @@ import (
 // header in LBA 1, then an array of entries; MBR: the disk signature the
 // kernel turns into "SSSSSSSS-PP".
 const (
+	guidLen = 16 // bytes of a GPT GUID
+
 	gptSignature      = "EFI PART"
 	gptEntriesLBAOff  = 72 // uint64
 	gptNumEntriesOff  = 80 // uint32
@@ -121,8 +123,8 @@ func readGPT(r io.ReaderAt, lbs int64) (*partTable, error) {
 	for i := int64(0); (i+1)*size <= int64(n); i++ {
 		e := buf[i*size : (i+1)*size]
 		var p gptPart
-		if !allZero(e[gptEntryTypeOff : gptEntryTypeOff+uuidLen]) {
-			p = gptPart{Used: true, GUID: formatGUID(e[gptEntryGUIDOff : gptEntryGUIDOff+uuidLen]),
+		if !allZero(e[gptEntryTypeOff : gptEntryTypeOff+guidLen]) {
+			p = gptPart{Used: true, GUID: formatGUID(e[gptEntryGUIDOff : gptEntryGUIDOff+guidLen]),
 				Name: utf16Name(e[gptEntryNameOff : gptEntryNameOff+gptEntryNameLen])}
 		}
 		t.Entries = append(t.Entries, p)
