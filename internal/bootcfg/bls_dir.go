@@ -3,6 +3,7 @@ package bootcfg
 import (
 	"errors"
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -82,7 +83,7 @@ func WriteEntry(dir string, e *Entry) error {
 		return fmt.Errorf("write boot entry: %w", err)
 	}
 	name := e.FileName()
-	if err := writeFileAtomic(dir, name, e.Marshal()); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, name), e.Marshal(), 0o644); err != nil {
 		return fmt.Errorf("write boot entry %s: %w", e.ID, err)
 	}
 	e.File = name
@@ -91,7 +92,7 @@ func WriteEntry(dir string, e *Entry) error {
 		return fmt.Errorf("write boot entry %s: %w", e.ID, err)
 	}
 	if removed > 0 {
-		return syncDir(dir)
+		return atomicfile.SyncDir(dir)
 	}
 	return nil
 }
@@ -107,7 +108,7 @@ func RemoveEntry(dir, id string) error {
 	if removed == 0 {
 		return fmt.Errorf("remove boot entry %s: %w", id, fs.ErrNotExist)
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // removeEntryFiles removes the files in dir whose entry ID is id, except

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -151,7 +151,7 @@ func WriteLoaderConf(path string, lc *LoaderConf) error {
 			return fmt.Errorf("write %s: line %d contains a line break", path, i+1)
 		}
 	}
-	if err := writeFileAtomic(filepath.Dir(path), filepath.Base(path), lc.Marshal()); err != nil {
+	if err := atomicfile.WriteFile(path, lc.Marshal(), 0o644); err != nil {
 		return fmt.Errorf("write loader.conf: %w", err)
 	}
 	return nil
