@@ -23,7 +23,9 @@ const (
 func mountOverlay(target string, lower *layer, opts *Options) error {
 	var apiErr error
 	if !forceLegacy {
-		if forceAttach {
+		// Kernels before 6.15 refuse a detached layer (and log an error
+		// saying so); attach it first instead of paying for a failed try.
+		if forceAttach || !kernelAtLeast(6, 15) {
 			if err := lower.attach(); err != nil {
 				return err
 			}
@@ -228,4 +230,18 @@ func escapeOverlayPath(p string) string {
 		b.WriteByte(p[i])
 	}
 	return b.String()
+}
+
+// kernelAtLeast reports whether the running kernel's release is at least
+// major.minor; an unparsable release counts as new.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return true
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		return true
+	}
+	return ma > major || ma == major && mi >= minor
 }

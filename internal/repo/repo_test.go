@@ -190,11 +190,11 @@ func TestCommitAndResolve(t *testing.T) {
 		t.Errorf("record %+v", second.Commit)
 	}
 	for name, want := range map[string]verity.Digest{
-		"os/main":                     second.ID,
-		"os/main~1":                   first.ID,
-		"os/main~0":                   second.ID,
-		second.ID.String():            second.ID,
-		first.ID.String()[:10]:        first.ID,
+		"os/main":                              second.ID,
+		"os/main~1":                            first.ID,
+		"os/main~0":                            second.ID,
+		second.ID.String():                     second.ID,
+		first.ID.String()[:10]:                 first.ID,
 		strings.ToUpper(first.ID.String()[:8]): first.ID,
 	} {
 		got, err := r.Resolve(name)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // bigTree makes a tree of n files, most of them large enough to be
@@ -228,17 +230,33 @@ func TestCommitWaitsForGC(t *testing.T) {
 	e := newEnv(t)
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "f"), "f", 0o644)
-	holder := exec.Command("flock", "--exclusive", filepath.Join(e.repo, "lock"), "sleep", "2")
-	start := time.Now()
+	lock := filepath.Join(e.repo, "lock")
+	holder := exec.Command("flock", "--exclusive", lock, "sleep", "2")
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Wait until the holder has the lock.
+	f, err := os.Open(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for {
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+			break
+		}
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		time.Sleep(10 * time.Millisecond)
+	}
+	held := time.Now()
 	e.commit("main", src)
-	if d := time.Since(start); d < 1900*time.Millisecond {
+	d := time.Since(held)
+	if err := holder.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if d < 1500*time.Millisecond {
 		t.Errorf("commit finished %v after the exclusive lock was taken, before it was released", d)
 	}
-	holder.Wait()
 }
 
 func TestGCKeepsReferenced(t *testing.T) {
@@ -387,5 +405,3 @@ func TestInitSecureNeedsVerity(t *testing.T) {
 	}
 	e.fails("init", "--insecure")
 }
-
-

@@ -155,7 +155,7 @@ func TestRoundTripGoTar(t *testing.T) {
 	if _, err := exec.LookPath("tar"); err != nil {
 		t.Skip("no tar")
 	}
-	longDir := strings.Repeat("long-directory-name-", 6)       // 120 bytes
+	longDir := strings.Repeat("long-directory-name-", 6)    // 120 bytes
 	longName := longDir + "/" + strings.Repeat("file-", 30) // > 250 bytes path
 	mt := func(sec int64, nsec int64) time.Time { return time.Unix(sec, nsec) }
 	content := bytes.Repeat([]byte("tar content "), 500)
