@@ -166,6 +166,9 @@ func runCommit(prog string, args []string) error {
 		}
 	}
 	prog_.done()
+	for _, w := range res.Warnings {
+		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+	}
 	if *asJSON {
 		return printJSON(map[string]any{"commit": res.ID.String(), "image": res.Image.String(), "record": res.Commit})
 	}

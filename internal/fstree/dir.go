@@ -34,6 +34,7 @@ type entry struct {
 	nlink   uint32
 	dev     uint64
 	ino     uint64
+	key     FileKey
 }
 
 const (
@@ -196,6 +197,7 @@ func (w *worker) addEntry(h *dirHandle, name []byte, cname *byte) error {
 		nlink:   stx.Nlink,
 		dev:     unix.Mkdev(stx.Dev_major, stx.Dev_minor),
 		ino:     stx.Ino,
+		key:     fileKey(&stx),
 	})
 	w.names = append(w.names, name...)
 	w.names = append(w.names, 0)
@@ -312,8 +314,12 @@ func (w *worker) finishDir(h *dirHandle, n *erofs.Node) (dirs, files []job, err 
 					hash = false // another link to it is hashed
 				}
 			}
+			if hash && w.cachedDigest(c, e.key) {
+				hash = false
+			}
 			if hash {
-				files = append(files, job{dir: h, node: c, size: int64(c.Size)})
+				files = append(files, job{dir: h, node: c, size: int64(c.Size),
+					key: e.key, cache: s.opts.Cache != nil && s.cacheable(e.key)})
 			}
 		default:
 			if e.nlink > 1 && s.opts.Hardlinks && !c.IsWhiteout() {

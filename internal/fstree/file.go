@@ -64,8 +64,27 @@ func (w *worker) hashFile(j job) error {
 		return scanError(path(), op, err)
 	}
 	w.setDigest(n, d)
+	if j.cache {
+		s.opts.Cache.Store(j.key, d)
+	}
 	s.nBytes.Add(j.size)
 	return nil
+}
+
+// cachedDigest gives n the digest the cache remembers for k, if its object
+// is already stored (or no store is used); it reports whether it did.
+func (w *worker) cachedDigest(n *erofs.Node, k FileKey) bool {
+	s := w.s
+	if s.opts.Cache == nil {
+		return false
+	}
+	d, ok := s.opts.Cache.Lookup(k)
+	if !ok || s.opts.Store != nil && !s.opts.Store.Has(d) {
+		return false
+	}
+	w.setDigest(n, d)
+	s.nCached.Add(1)
+	return true
 }
 
 // digest hashes the size bytes of the file open at fd with the worker's

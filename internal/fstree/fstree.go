@@ -72,6 +72,11 @@ type Options struct {
 	// device; a bind-mounted file is just a file. mkcomposefs has no such
 	// option and crosses mount points.
 	OneFileSystem bool
+	// Cache, if set, supplies the digests of files unchanged since an
+	// earlier scan (same device, inode, size, mtime and ctime), which are
+	// then not read at all when their object is already in Store, and
+	// learns the digests of the files this scan reads.
+	Cache DigestCache
 	// Progress, if set, is called about ten times a second from one
 	// goroutine with the number of entries recorded and the number of
 	// bytes hashed so far, and once more at the end.

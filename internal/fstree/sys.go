@@ -12,7 +12,7 @@ import (
 // records already hold each name NUL-terminated, so the scanner passes
 // pointers into its listing buffer and converts no names for the kernel.
 
-const statxMask = unix.STATX_TYPE | unix.STATX_MODE | unix.STATX_NLINK | unix.STATX_UID |
+const statxMask = unix.STATX_CTIME | unix.STATX_TYPE | unix.STATX_MODE | unix.STATX_NLINK | unix.STATX_UID |
 	unix.STATX_GID | unix.STATX_MTIME | unix.STATX_INO | unix.STATX_SIZE
 
 // lstatAt is lstat of name in dirfd.

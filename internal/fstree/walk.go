@@ -35,17 +35,22 @@ type scanner struct {
 
 	links linkTable
 
+	started time.Time // for the digest cache's racy-file rule
+
 	nEntries atomic.Int64
 	nBytes   atomic.Int64
+	nCached  atomic.Int64 // files whose digest came from the cache
 
 	noNoatime atomic.Bool // O_NOATIME refused with EPERM: stop asking
 	xattrs    xattrCaps
 }
 
 type job struct {
-	dir  *dirHandle // the directory the entry is in; nil for the root
-	node *erofs.Node
-	size int64 // of a file to hash
+	dir   *dirHandle // the directory the entry is in; nil for the root
+	node  *erofs.Node
+	size  int64   // of a file to hash
+	key   FileKey // for the digest cache
+	cache bool    // remember the digest under key
 }
 
 // dirHandle is an open directory that jobs refer to.
@@ -77,6 +82,7 @@ func newScanner(root string, opts Options) *scanner {
 		opts:    opts,
 		root:    filepath.Clean(root),
 		digests: opts.ComputeDigests || opts.Store != nil,
+		started: time.Now(),
 	}
 	s.cond.L = &s.mu
 	s.links.init(opts.Hardlinks)

@@ -26,11 +26,22 @@ func (r *Repo) CommitDir(dir string, opts CommitOptions) (*CommitResult, error) 
 	sopts.OneFileSystem = true
 	sopts.Store = r.objects
 	sopts.Progress = opts.Progress
+	cache := r.loadFileCache()
+	sopts.Cache = cache
 	root, err := fstree.Scan(dir, sopts)
 	if err != nil {
 		return nil, fmt.Errorf("commit %s: %w", dir, err)
 	}
-	return r.commitTree(root, opts, 0)
+	res, err := r.commitTree(root, opts, 0)
+	if err != nil {
+		return nil, err
+	}
+	// A cache that cannot be saved costs the next commit time, not
+	// correctness.
+	if err := cache.save(); err != nil {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("save file digest cache: %v", err))
+	}
+	return res, nil
 }
 
 // CommitDump commits a tree described in composefs-dump(5) format. Every

@@ -26,6 +26,8 @@ type CommitResult struct {
 	ID     verity.Digest
 	Image  verity.Digest
 	Commit *Commit
+	// Warnings are problems that did not stop the commit.
+	Warnings []string
 }
 
 // commitTree records root, whose external files must already be objects of
