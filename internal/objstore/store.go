@@ -42,6 +42,7 @@ type Store struct {
 
 	noVerity atomic.Bool // the filesystem refused verity once; stop asking
 	tmpSeq   atomic.Uint64
+	created  atomic.Int64 // objects this Store put in place
 }
 
 // Modes of the fan-out directories and of the objects themselves.
@@ -243,8 +244,12 @@ func (s *Store) commit(tmp, rel string, d verity.Digest) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("rename into place: %w", err)
 	}
+	s.created.Add(1)
 	return true, nil
 }
+
+// Created is the number of objects this Store has added so far.
+func (s *Store) Created() int64 { return s.created.Load() }
 
 // enableVerity turns on fs-verity for the file rel, which must not be
 // open for writing, and checks the kernel's measurement against d. A file

@@ -28,11 +28,12 @@ func (r *Repo) CommitDir(dir string, opts CommitOptions) (*CommitResult, error) 
 	sopts.Progress = opts.Progress
 	cache := r.loadFileCache()
 	sopts.Cache = cache
+	before := r.objects.Created()
 	root, err := fstree.Scan(dir, sopts)
 	if err != nil {
 		return nil, fmt.Errorf("commit %s: %w", dir, err)
 	}
-	res, err := r.commitTree(root, opts, 0)
+	res, err := r.commitTree(root, opts, int(r.objects.Created()-before))
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package repo
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -215,6 +216,21 @@ func (r *Repo) ReadFile(n *erofs.Node) (*os.File, []byte, error) {
 	f, err := r.OpenObject(d)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: object %s: %w", n.Path(), d, err)
+	}
+	if !r.Secure {
+		// Without fs-verity nothing checks reads: check the whole object
+		// before handing out any of it.
+		got, err := verity.DigestFile(f)
+		if err == nil && got != d {
+			err = &verity.MismatchError{Path: f.Name(), Want: d, Got: got}
+		}
+		if err == nil {
+			_, err = f.Seek(0, io.SeekStart)
+		}
+		if err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("%s: object %s: %w", n.Path(), d, err)
+		}
 	}
 	return f, nil, nil
 }

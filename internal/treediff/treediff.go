@@ -31,6 +31,9 @@ type Change struct {
 // compared by what they link to.
 func Diff(a, b *erofs.Node) []Change {
 	var out []Change
+	if f := metadataDiff(a, b); len(f) > 0 {
+		out = append(out, Change{Path: "/", Kind: Metadata, Fields: f})
+	}
 	diffDir(a, b, "", &out)
 	return out
 }

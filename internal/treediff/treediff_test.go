@@ -49,6 +49,13 @@ func TestDiff(t *testing.T) {
 	if d := cmp.Diff(want, Diff(a, b)); d != "" {
 		t.Fatalf("diff (-want +got):\n%s", d)
 	}
+	c := parse(t, `/ 4096 40700 2 0 0 0 0.0 - - -
+`)
+	e := parse(t, `/ 4096 40755 2 0 0 0 0.0 - - -
+`)
+	if got := Diff(c, e); len(got) != 1 || got[0].Path != "/" || got[0].Kind != Metadata {
+		t.Fatalf("root chmod: %v", got)
+	}
 	if got := Diff(a, a); len(got) != 0 {
 		t.Fatalf("tree differs from itself: %v", got)
 	}
