@@ -36,6 +36,13 @@ func copyFile(dst, src *os.File, size int64) error {
 		return nil
 	}
 
+	if kernelCopy {
+		done, err := copySparse(dfd, sfd, size)
+		if done || err != nil {
+			return err
+		}
+	}
+
 	var off int64
 	for kernelCopy && off < size {
 		roff := off
@@ -90,3 +97,59 @@ func isCopyUnsupported(err error) bool {
 type onlyWriter struct{ w io.Writer }
 
 func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
+
+// copySparse copies only the data ranges of src (SEEK_DATA/SEEK_HOLE), so
+// that holes stay holes: a sparse disk image of 1 GiB apparent size must
+// not become a gigabyte of zeros in the store. done is false when the
+// filesystems cannot do this and the caller should copy everything.
+func copySparse(dfd, sfd int, size int64) (done bool, err error) {
+	// Holes read as zeros, so a source that shrank would silently be
+	// padded: it must still hold the size bytes that were hashed.
+	var st unix.Stat_t
+	if err := unix.Fstat(sfd, &st); err != nil {
+		return false, err
+	}
+	if st.Size < size {
+		return false, fmt.Errorf("source is %d bytes, expected %d: %w", st.Size, size, errSourceChanged)
+	}
+	var pos int64
+	for pos < size {
+		start, err := unix.Seek(sfd, pos, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // only a hole is left
+		}
+		if err != nil {
+			if pos == 0 && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
+				return false, nil
+			}
+			return false, fmt.Errorf("seek data: %w", err)
+		}
+		if start >= size {
+			break
+		}
+		end, err := unix.Seek(sfd, start, unix.SEEK_HOLE)
+		if err != nil {
+			return false, fmt.Errorf("seek hole: %w", err)
+		}
+		end = min(end, size)
+		for start < end {
+			roff, woff := start, start
+			n, err := unix.CopyFileRange(sfd, &roff, dfd, &woff, int(min(end-start, 1<<30)), 0)
+			if err != nil {
+				if pos == 0 && start == 0 && isCopyUnsupported(err) {
+					return false, nil
+				}
+				return false, fmt.Errorf("copy_file_range: %w", err)
+			}
+			if n == 0 {
+				return false, fmt.Errorf("source ended at %d bytes, expected %d: %w", start, size, errSourceChanged)
+			}
+			start += int64(n)
+		}
+		pos = end
+	}
+	if err := unix.Ftruncate(dfd, size); err != nil {
+		return false, fmt.Errorf("truncate: %w", err)
+	}
+	return true, nil
+}

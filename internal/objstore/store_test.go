@@ -3,6 +3,7 @@ package objstore
 import (
 	"bytes"
 	"errors"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"strings"
@@ -318,4 +319,42 @@ func TestPutFileAcrossFilesystems(t *testing.T) {
 	}
 	checkObject(t, s, d, data)
 	noTemps(t, shm)
+}
+
+// TestPutFileKeepsHoles: a sparse file is stored sparse, with the same
+// content.
+func TestPutFileKeepsHoles(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "sparse")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 256 << 20
+	f.WriteAt([]byte("head"), 0)
+	f.WriteAt([]byte("middle"), 100<<20)
+	f.Truncate(size)
+	d, err := verity.DigestFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Open(filepath.Join(dir, "store"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PutFile(f, size, d); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var sst unix.Stat_t
+	if err := unix.Stat(st.Path(d), &sst); err != nil {
+		t.Fatal(err)
+	}
+	if sst.Size != size || sst.Blocks*512 > 1<<20 {
+		t.Fatalf("object: size %d, %d bytes allocated; want %d bytes, sparse", sst.Size, sst.Blocks*512, size)
+	}
+	got, err := verity.DigestPath(st.Path(d))
+	if err != nil || got != d {
+		t.Fatalf("object digest %s, %v; want %s", got, err, d)
+	}
 }
