@@ -112,6 +112,13 @@ func copySparse(dfd, sfd int, size int64) (done bool, err error) {
 	if st.Size < size {
 		return false, fmt.Errorf("source is %d bytes, expected %d: %w", st.Size, size, errSourceChanged)
 	}
+	// SEEK_DATA and SEEK_HOLE move the offset, which PutFile promises to
+	// leave alone.
+	saved, err := unix.Seek(sfd, 0, io.SeekCurrent)
+	if err != nil {
+		return false, nil
+	}
+	defer unix.Seek(sfd, saved, io.SeekStart)
 	var pos int64
 	for pos < size {
 		start, err := unix.Seek(sfd, pos, unix.SEEK_DATA)

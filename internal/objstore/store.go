@@ -168,7 +168,11 @@ func (s *Store) put(d verity.Digest, fill func(dst *os.File) error) (bool, error
 	if err := unix.Mkdirat(s.dfd, rel[:2], dirMode); err != nil && !errors.Is(err, unix.EEXIST) {
 		return false, wrapPut(s, rel, fmt.Errorf("create directory: %w", err))
 	}
-	tmp, err := s.writeTemp(fill)
+	// The temporary file lives in the object's own fan-out directory:
+	// a rename within one directory does not take the filesystem-wide
+	// lock that renames across directories serialise on, which made two
+	// workers storing in parallel slower than one.
+	tmp, err := s.writeTemp(rel[:2], fill)
 	if err != nil {
 		return false, wrapPut(s, rel, err)
 	}
@@ -187,17 +191,17 @@ func wrapPut(s *Store, rel string, err error) error {
 	return fmt.Errorf("store object %s: %w", filepath.Join(s.dir, rel), err)
 }
 
-// writeTemp creates a temporary file in the store directory, fills it and
-// closes it with the object's final mode. It returns the file's name
+// writeTemp creates a temporary file in the store's subdirectory dir, fills
+// it and closes it with the object's final mode. It returns the file's name
 // relative to the store; on error nothing is left behind.
-func (s *Store) writeTemp(fill func(dst *os.File) error) (string, error) {
+func (s *Store) writeTemp(dir string, fill func(dst *os.File) error) (string, error) {
 	var (
 		name string
 		fd   int
 		err  error
 	)
 	for {
-		name = fmt.Sprintf(".tmp-%d-%d", os.Getpid(), s.tmpSeq.Add(1))
+		name = fmt.Sprintf("%s/.tmp-%d-%d", dir, os.Getpid(), s.tmpSeq.Add(1))
 		fd, err = unix.Openat(s.dfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 		if !errors.Is(err, unix.EEXIST) { // left by a crashed run with our pid
 			break

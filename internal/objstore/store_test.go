@@ -3,7 +3,7 @@ package objstore
 import (
 	"bytes"
 	"errors"
-	"golang.org/x/sys/unix"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"golang.org/x/sys/unix"
 )
 
 func pattern(n int, seed byte) []byte {
@@ -117,6 +118,9 @@ func TestPutFile(t *testing.T) {
 		created, err = s.PutFile(src, int64(size), d)
 		if err != nil || created {
 			t.Fatalf("second PutFile = %v, %v; want false, nil", created, err)
+		}
+		if off, _ := src.Seek(0, io.SeekCurrent); size > 3 && off != 3 {
+			t.Errorf("PutFile moved the source's offset to %d", off)
 		}
 	}
 	if err := s.Sync(); err != nil {
