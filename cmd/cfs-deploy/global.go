@@ -2,7 +2,10 @@ package main
 
 import (
 	"flag"
+
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
+	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"os"
 	"strings"
 
@@ -76,6 +79,34 @@ func openRepo(exclusive, quiet bool) (*repo.Repo, config.Config, error) {
 		fmt.Fprintf(os.Stderr, "repository %s (%s)\n", r.Path, r.Mode())
 	}
 	return r, c, nil
+}
+
+// openForReading parses a read command's arguments, checks that it got
+// between min and max operands (else the usage error want), and opens the
+// repository shared and quietly. The caller closes it.
+func openForReading(fs *flag.FlagSet, args []string, min, max int, want string) (*repo.Repo, []string, error) {
+	ops, err := cliutil.Parse(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(ops) < min || len(ops) > max {
+		return nil, nil, cliutil.Usagef("%s", want)
+	}
+	r, _, err := openRepo(false, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, ops, nil
+}
+
+// treeOf resolves a user's name for a commit and loads its tree.
+func treeOf(r *repo.Repo, name string) (*erofs.Node, error) {
+	id, err := r.Resolve(name)
+	if err != nil {
+		return nil, err
+	}
+	_, root, err := r.CommitTree(id)
+	return root, err
 }
 
 func isTerminal(f *os.File) bool {

@@ -140,30 +140,18 @@ func runCommit(prog string, args []string) error {
 	var res *repo.CommitResult
 	switch {
 	case *fromTar != "":
-		in, closeIn, err := openInput(*fromTar)
-		if err != nil {
-			return err
-		}
-		defer closeIn()
-		res, err = r.CommitTar(in, *fromTar, opts)
-		if err != nil {
-			return err
-		}
+		res, err = commitStream(*fromTar, func(in io.Reader) (*repo.CommitResult, error) {
+			return r.CommitTar(in, *fromTar, opts)
+		})
 	case *fromDump != "":
-		in, closeIn, err := openInput(*fromDump)
-		if err != nil {
-			return err
-		}
-		defer closeIn()
-		res, err = r.CommitDump(in, *fromDump, opts)
-		if err != nil {
-			return err
-		}
+		res, err = commitStream(*fromDump, func(in io.Reader) (*repo.CommitResult, error) {
+			return r.CommitDump(in, *fromDump, opts)
+		})
 	default:
 		res, err = r.CommitDir(ops[0], opts)
-		if err != nil {
-			return err
-		}
+	}
+	if err != nil {
+		return err
 	}
 	prog_.done()
 	for _, w := range res.Warnings {
@@ -179,15 +167,17 @@ func runCommit(prog string, args []string) error {
 	return nil
 }
 
-func openInput(name string) (io.Reader, func(), error) {
+// commitStream runs commit on the named file, "-" being standard input.
+func commitStream(name string, commit func(io.Reader) (*repo.CommitResult, error)) (*repo.CommitResult, error) {
 	if name == "-" {
-		return os.Stdin, func() {}, nil
+		return commit(os.Stdin)
 	}
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return f, func() { f.Close() }, nil
+	defer f.Close()
+	return commit(f)
 }
 
 func humanBytes(n int64) string {
@@ -208,14 +198,7 @@ func runLog(prog string, args []string) error {
 	repoFlags(fs)
 	asJSON := fs.Bool("json", false, "")
 	max := fs.Int("n", 0, "")
-	ops, err := cliutil.Parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(ops) != 1 {
-		return cliutil.Usagef("give one branch or commit")
-	}
-	r, _, err := openRepo(false, true)
+	r, ops, err := openForReading(fs, args, 1, 1, "give one branch or commit")
 	if err != nil {
 		return err
 	}
@@ -264,14 +247,7 @@ func runShow(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	repoFlags(fs)
 	asJSON := fs.Bool("json", false, "")
-	ops, err := cliutil.Parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(ops) != 1 {
-		return cliutil.Usagef("give one commit")
-	}
-	r, _, err := openRepo(false, true)
+	r, ops, err := openForReading(fs, args, 1, 1, "give one commit")
 	if err != nil {
 		return err
 	}
@@ -303,10 +279,7 @@ func runBranches(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	repoFlags(fs)
 	asJSON := fs.Bool("json", false, "")
-	if _, err := cliutil.Parse(fs, args); err != nil {
-		return err
-	}
-	r, _, err := openRepo(false, true)
+	r, _, err := openForReading(fs, args, 0, 0, "branches takes no arguments")
 	if err != nil {
 		return err
 	}

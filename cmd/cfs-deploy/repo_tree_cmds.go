@@ -8,7 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"github.com/cfs-deploy/cfs-deploy/internal/treediff"
 )
@@ -73,27 +72,16 @@ func runLs(prog string, args []string) error {
 	repoFlags(fs)
 	asJSON := fs.Bool("json", false, "")
 	recursive := fs.Bool("R", false, "")
-	ops, err := cliutil.Parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(ops) < 1 || len(ops) > 2 {
-		return cliutil.Usagef("give a commit and optionally a path")
-	}
-	path := "/"
-	if len(ops) == 2 {
-		path = ops[1]
-	}
-	r, _, err := openRepo(false, true)
+	r, ops, err := openForReading(fs, args, 1, 2, "give a commit and optionally a path")
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	id, err := r.Resolve(ops[0])
-	if err != nil {
-		return err
+	path := "/"
+	if len(ops) == 2 {
+		path = ops[1]
 	}
-	_, root, err := r.CommitTree(id)
+	root, err := treeOf(r, ops[0])
 	if err != nil {
 		return err
 	}
@@ -155,23 +143,12 @@ func runLs(prog string, args []string) error {
 func runCat(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	repoFlags(fs)
-	ops, err := cliutil.Parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(ops) != 2 {
-		return cliutil.Usagef("give a commit and a path")
-	}
-	r, _, err := openRepo(false, true)
+	r, ops, err := openForReading(fs, args, 2, 2, "give a commit and a path")
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	id, err := r.Resolve(ops[0])
-	if err != nil {
-		return err
-	}
-	_, root, err := r.CommitTree(id)
+	root, err := treeOf(r, ops[0])
 	if err != nil {
 		return err
 	}
@@ -198,25 +175,14 @@ func runDiff(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	repoFlags(fs)
 	asJSON := fs.Bool("json", false, "")
-	ops, err := cliutil.Parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(ops) != 2 {
-		return cliutil.Usagef("give two commits")
-	}
-	r, _, err := openRepo(false, true)
+	r, ops, err := openForReading(fs, args, 2, 2, "give two commits")
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 	var roots [2]*erofs.Node
 	for i, name := range ops {
-		id, err := r.Resolve(name)
-		if err != nil {
-			return err
-		}
-		if _, roots[i], err = r.CommitTree(id); err != nil {
+		if roots[i], err = treeOf(r, name); err != nil {
 			return err
 		}
 	}
