@@ -24,10 +24,16 @@ type FileKey struct {
 	Mtime, Ctime int64 // nanoseconds since the epoch
 }
 
-// racyWindow: a file changed within this long before the scan started may
-// still be changing within the same timestamp tick, so its digest is not
-// remembered (the next scan reads it again).
-var racyWindow = 2 * time.Second
+// A file changed within racyWindow before the scan started may still be
+// changing within the same timestamp tick, so its digest is not remembered
+// (the next scan reads it again). Timestamps with nanoseconds come from the
+// kernel's coarse clock (a few milliseconds per tick); whole-second
+// timestamps may come from a filesystem that only keeps seconds (or two), so
+// they get the long window.
+var (
+	racyWindow       = 50 * time.Millisecond
+	racyWindowCoarse = 2 * time.Second
+)
 
 func fileKey(stx *unix.Statx_t) FileKey {
 	ns := func(t unix.StatxTimestamp) int64 { return t.Sec*1e9 + int64(t.Nsec) }
@@ -42,5 +48,10 @@ func fileKey(stx *unix.Statx_t) FileKey {
 
 // cacheable reports whether k is old enough to be remembered.
 func (s *scanner) cacheable(k FileKey) bool {
-	return k.Ctime < s.started.UnixNano()-int64(racyWindow) && k.Mtime < s.started.UnixNano()-int64(racyWindow)
+	window := racyWindow
+	if k.Ctime%1e9 == 0 && k.Mtime%1e9 == 0 {
+		window = racyWindowCoarse
+	}
+	limit := s.started.Add(-window).UnixNano()
+	return k.Ctime < limit && k.Mtime < limit
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"github.com/cfs-deploy/cfs-deploy/internal/objstore"
@@ -35,9 +36,9 @@ func (c *mapCache) Store(k FileKey, d verity.Digest) {
 // TestCacheSkipsUnchangedFiles: a second scan with the cache reads no file
 // content, yet yields the same digests; a changed file is read again.
 func TestCacheSkipsUnchangedFiles(t *testing.T) {
-	old := racyWindow
-	racyWindow = 0
-	t.Cleanup(func() { racyWindow = old })
+	old, oldCoarse := racyWindow, racyWindowCoarse
+	racyWindow, racyWindowCoarse = 0, 0
+	t.Cleanup(func() { racyWindow, racyWindowCoarse = old, oldCoarse })
 
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
@@ -84,5 +85,29 @@ func TestCacheSkipsUnchangedFiles(t *testing.T) {
 	b, _ := erofs.Resolve(third, "b")
 	if want := verity.DigestBytes(bytes.Repeat([]byte{'z'}, 5001)); !bytes.Equal(b.Digest, want[:]) {
 		t.Fatal("changed file has a stale digest")
+	}
+}
+
+// TestCacheableWindow: recently changed files are not remembered, with a
+// longer window for whole-second timestamps.
+func TestCacheableWindow(t *testing.T) {
+	s := &scanner{started: time.Unix(1000, 0)}
+	at := func(sec, nsec int64) FileKey {
+		ns := sec*1e9 + nsec
+		return FileKey{Mtime: ns, Ctime: ns}
+	}
+	for _, tc := range []struct {
+		k    FileKey
+		want bool
+	}{
+		{at(999, 900_000_000), true},  // 100 ms before, fine-grained
+		{at(999, 990_000_000), false}, // 10 ms before: same tick is possible
+		{at(999, 0), false},           // whole seconds: 1 s is within 2 s
+		{at(997, 0), true},
+		{at(1001, 5), false}, // after the scan started
+	} {
+		if got := s.cacheable(tc.k); got != tc.want {
+			t.Errorf("cacheable(%+v) = %v, want %v", tc.k, got, tc.want)
+		}
 	}
 }

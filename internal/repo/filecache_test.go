@@ -24,7 +24,7 @@ func TestCommitDirReusesDigests(t *testing.T) {
 		os.Chtimes(p, old, old)
 	}
 	// ctime cannot be set back; wait out the scanner's racy window.
-	time.Sleep(2100 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
 	if err := Init(filepath.Join(dir, "repo"), InitOptions{Insecure: true}); err != nil {
 		t.Fatal(err)
 	}
