@@ -33,7 +33,7 @@ func (r *Repo) CommitDir(dir string, opts CommitOptions) (*CommitResult, error) 
 	if err != nil {
 		return nil, fmt.Errorf("commit %s: %w", dir, err)
 	}
-	res, err := r.commitTree(root, opts, int(r.objects.Created()-before))
+	res, err := r.commitTree(root, opts, int(r.objects.Created()-before), true)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +60,7 @@ func (r *Repo) CommitDump(in io.Reader, name string, opts CommitOptions) (*Commi
 		return nil, err
 	}
 	defer unlock()
-	return r.commitTree(root, opts, 0)
+	return r.commitTree(root, opts, 0, false)
 }
 
 // CommitTar commits the tree in a tar stream (see package tarimport for the
@@ -78,5 +78,5 @@ func (r *Repo) CommitTar(in io.Reader, name string, opts CommitOptions) (*Commit
 		return nil, err
 	}
 	defer unlock()
-	return r.commitTree(res.Root, opts, res.NewObjects)
+	return r.commitTree(res.Root, opts, res.NewObjects, true)
 }

@@ -33,14 +33,15 @@ type CommitResult struct {
 
 // commitTree records root, whose external files must already be objects of
 // the repository, as the new tip of opts.Branch. The caller holds the
-// branch lock.
-func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int) (*CommitResult, error) {
+// branch lock. stored says the caller has just stored (or found) every
+// object itself, so they need not be looked up again.
+func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, stored bool) (*CommitResult, error) {
 	parent, err := r.Branch(opts.Branch)
 	hasParent := err == nil
 	if err != nil && !errors.Is(err, ErrNoBranch) {
 		return nil, err
 	}
-	stats, err := r.checkTreeObjects(root)
+	stats, err := r.checkTreeObjects(root, !stored)
 	if err != nil {
 		return nil, err
 	}
@@ -101,9 +102,10 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int) 
 	return &CommitResult{ID: id, Image: img, Commit: c}, nil
 }
 
-// checkTreeObjects makes sure every external file of root is present in the
-// repository, so no commit can reference missing content.
-func (r *Repo) checkTreeObjects(root *erofs.Node) (Stats, error) {
+// checkTreeObjects counts root's objects and checks their names; with
+// lookup it also makes sure every one is present in the repository, so no
+// commit can reference missing content.
+func (r *Repo) checkTreeObjects(root *erofs.Node, lookup bool) (Stats, error) {
 	var st Stats
 	seen := map[string]bool{}
 	var missing []string
@@ -126,7 +128,7 @@ func (r *Repo) checkTreeObjects(root *erofs.Node) (Stats, error) {
 		seen[n.Payload] = true
 		st.Objects++
 		st.ContentBytes += int64(n.Size)
-		if !r.objects.Has(d) {
+		if lookup && !r.objects.Has(d) {
 			missing = append(missing, n.Path()+" ("+n.Payload+")")
 		}
 		return nil

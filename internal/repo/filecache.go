@@ -29,6 +29,8 @@ type fileCache struct {
 	mu   sync.Mutex
 	old  map[fstree.FileKey]verity.Digest
 	used map[fstree.FileKey]verity.Digest
+	// learned is set when this commit read a file the cache did not know.
+	learned bool
 }
 
 const (
@@ -99,11 +101,16 @@ func (c *fileCache) Store(k fstree.FileKey, d verity.Digest) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.used[k] = d
+	c.learned = true
 }
 
 // save writes the cache back: the entries this commit used or learned,
 // plus the older ones while the total stays reasonable.
 func (c *fileCache) save() error {
+	if !c.learned {
+		// Nothing new: the file on disk already holds every entry used.
+		return nil
+	}
 	all := c.used
 	if len(c.old)+len(c.used) <= fileCacheMax {
 		all = make(map[fstree.FileKey]verity.Digest, len(c.old)+len(c.used))

@@ -73,7 +73,7 @@ func TestCommitDirReusesDigests(t *testing.T) {
 func TestFileCacheIgnoresDamage(t *testing.T) {
 	dir := t.TempDir()
 	c := &fileCache{path: filepath.Join(dir, "files"), old: map[fstree.FileKey]verity.Digest{},
-		used: map[fstree.FileKey]verity.Digest{{Dev: 1, Ino: 2, Size: 3, Mtime: 4, Ctime: 5}: {9}}}
+		used: map[fstree.FileKey]verity.Digest{{Dev: 1, Ino: 2, Size: 3, Mtime: 4, Ctime: 5}: {9}}, learned: true}
 	if err := c.save(); err != nil {
 		t.Fatal(err)
 	}
