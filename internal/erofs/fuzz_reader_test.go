@@ -63,6 +63,12 @@ func FuzzReadImage(f *testing.F) {
 		}
 		var buf bytes.Buffer
 		if err := Write(&buf, im.Root, pinned(im)); err != nil {
+			// The reader accepts up to 65535 bytes of xattrs per inode,
+			// as upstream's does; the writer holds trees to upstream's
+			// input budget of 32767, which only a foreign image exceeds.
+			if errors.Is(err, ErrXattrTooLong) {
+				return
+			}
 			t.Fatalf("image accepted, but its tree cannot be written: %v", err)
 		}
 		im2, err := ReadImage(buf.Bytes())

@@ -260,9 +260,20 @@ func validateNode(n *Node) error {
 	if fileTypeOf(n.Mode) == FileTypeUnknown {
 		return fmt.Errorf("%w: %o", ErrBadMode, n.Mode)
 	}
-	for _, x := range n.Xattrs {
-		if x.Key == "" || len(x.Key) > MaxXattrNameLen || len(x.Value) > MaxXattrValueLen {
-			return fmt.Errorf("%w: %q", ErrXattrTooLong, x.Key)
+	if len(n.Xattrs) > 0 {
+		// Upstream's per-node budget: 7 bytes of bookkeeping per xattr
+		// plus its name and value, and 12 for the header. It keeps the
+		// inode's xattr area (and its 16-bit size field) in range
+		// whatever the source of the tree.
+		cost := xattrIbodyHeaderSize
+		for _, x := range n.Xattrs {
+			if x.Key == "" || len(x.Key) > MaxXattrNameLen || len(x.Value) > MaxXattrValueLen {
+				return fmt.Errorf("%w: %q", ErrXattrTooLong, x.Key)
+			}
+			cost += 2*xattrEntryHeaderSize - 1 + len(x.Key) + len(x.Value)
+		}
+		if cost > maxXattrBudget {
+			return fmt.Errorf("%w: %d bytes of xattrs, limit %d", ErrXattrTooLong, cost, maxXattrBudget)
 		}
 	}
 	switch {
@@ -475,7 +486,9 @@ func dirChunks(ents []dirent) (starts []int, lastSize uint64) {
 func (b *builder) layoutInodes() error {
 	pos := uint64(inodeTableStart)
 	for i, ino := range b.inodes {
-		b.sizeXattrs(ino)
+		if err := b.sizeXattrs(ino); err != nil {
+			return err
+		}
 		typ := ino.mode & ModeTypeMask
 		iSize := ino.size
 		switch {
@@ -574,9 +587,9 @@ func (b *builder) layoutInodes() error {
 
 // sizeXattrs decides which of an inode's xattrs are shared references and
 // how large its inline xattr area is.
-func (b *builder) sizeXattrs(ino *inode) {
+func (b *builder) sizeXattrs(ino *inode) error {
 	if len(ino.xattrs) == 0 {
-		return
+		return nil
 	}
 	// Shared references come first in the inode, so move the shared ones
 	// (at most maxSharedXattrsPerInode, in name order) to the front while
@@ -602,4 +615,8 @@ func (b *builder) sizeXattrs(ino *inode) {
 	// Keep the filter over the full set; store the split order.
 	ino.xattrs = append(shared, inline...)
 	ino.xids = append(sharedIDs, inlineIDs...)
+	if (size-xattrIbodyHeaderSize)/4+1 > 0xFFFF {
+		return fmt.Errorf("%w: xattr area of %d bytes", ErrImageTooBig, size)
+	}
+	return nil
 }

@@ -2,6 +2,9 @@ package erofs
 
 import (
 	"bytes"
+	"errors"
+	"io"
+	"strings"
 	"testing"
 )
 
@@ -34,5 +37,25 @@ func TestWriteEmptyRoot(t *testing.T) {
 	}
 	if got := le.Uint32(root36[inoU:]); got != 3 {
 		t.Errorf("root blkaddr %d, want 3", got)
+	}
+}
+
+// TestWriteRefusesXattrsOverBudget: trees from any source (not only dump
+// files, whose parser checks this too) are held to upstream's per-node
+// xattr budget, so the inode's xattr area stays representable.
+func TestWriteRefusesXattrsOverBudget(t *testing.T) {
+	root := NewDirectory("", 0o755)
+	f := &Node{Name: "f", Mode: ModeReg | 0o644, Nlink: 1}
+	f.Xattrs = []Xattr{{"user.a", strings.Repeat("x", 20000)}, {"user.b", strings.Repeat("y", 20000)}}
+	if err := root.AddChild(f); err != nil {
+		t.Fatal(err)
+	}
+	err := Write(io.Discard, root, DefaultWriteOptions)
+	if !errors.Is(err, ErrXattrTooLong) || !strings.Contains(err.Error(), "/f") {
+		t.Fatalf("got %v, want ErrXattrTooLong naming /f", err)
+	}
+	f.Xattrs = f.Xattrs[:1]
+	if err := Write(io.Discard, root, DefaultWriteOptions); err != nil {
+		t.Fatalf("one 20000-byte xattr: %v", err)
 	}
 }
