@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
@@ -176,14 +177,12 @@ func (r *Repo) findKernel(root *erofs.Node) (*Kernel, error) {
 			}
 			nk.Initramfs = id.String()
 		}
-		if k == nil || erofsVersionLess(k.Version, nk.Version) {
+		if k == nil || bootcfg.CompareVersions(k.Version, nk.Version) < 0 {
 			k = nk
 		}
 	}
 	return k, nil
 }
-
-func erofsVersionLess(a, b string) bool { return a < b }
 
 // fileObject returns the object holding a regular file's content, storing
 // inline content as an object so boot files are always addressable.

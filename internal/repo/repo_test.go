@@ -381,16 +381,20 @@ func TestCommitTar(t *testing.T) {
 func TestKernelIsRecorded(t *testing.T) {
 	r := newRepo(t)
 	res := commitFiles(t, r, "k", map[string]string{
-		"usr/lib/modules/6.1.0/vmlinuz":       big("K", 10000),
-		"usr/lib/modules/6.1.0/initramfs.img": "tiny", // inline in the image
-		"usr/lib/modules/5.10.0/vmlinuz":      big("O", 10000),
+		"usr/lib/modules/6.1.0/vmlinuz":        big("K", 10000),
+		"usr/lib/modules/6.1.0/initramfs.img":  "tiny", // inline in the image
+		"usr/lib/modules/5.10.0/vmlinuz":       big("O", 10000),
+		"usr/lib/modules/6.12.0/vmlinuz":       big("N", 10000),
+		"usr/lib/modules/6.12.0/initramfs.img": "newer",
 	})
+	// 6.12.0 sorts before 6.9.0 as a string; as a version it is newest
+	// (its initramfs.img is inline in the image).
 	k := res.Commit.Kernel
-	if k == nil || k.Version != "6.1.0" || k.Initramfs == "" {
+	if k == nil || k.Version != "6.12.0" || k.Initramfs == "" {
 		t.Fatalf("kernel %+v", k)
 	}
 	d, _ := verity.ParseDigest(k.Initramfs)
-	if got, err := r.readObject(d, 100); err != nil || string(got) != "tiny" {
+	if got, err := r.readObject(d, 100); err != nil || string(got) != "newer" {
 		t.Errorf("inline initramfs object: %q %v", got, err)
 	}
 	// gc keeps the boot objects, inline ones included.
