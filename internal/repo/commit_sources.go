@@ -31,7 +31,7 @@ func (r *Repo) CommitDir(dir string, opts CommitOptions) (*CommitResult, error) 
 	before := r.objects.Created()
 	root, err := fstree.Scan(dir, sopts)
 	if err != nil {
-		return nil, fmt.Errorf("commit %s: %w", dir, err)
+		return nil, err // the scanner's errors name the path
 	}
 	res, err := r.commitTree(root, opts, int(r.objects.Created()-before), true)
 	if err != nil {

@@ -57,7 +57,7 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 		}
 		img, err := r.ReadImage(d)
 		if err != nil {
-			return fmt.Errorf("gc: refusing to collect while image %s is unreadable (run fsck): %w", d, err)
+			return fmt.Errorf("refusing to collect while image %s is unreadable (run fsck): %w", d, err)
 		}
 		liveImages[d] = true
 		live[d] = true
@@ -92,7 +92,7 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 			budget[id] = left
 			c, err := r.ReadCommit(id)
 			if err != nil {
-				return nil, fmt.Errorf("gc: branch %s: %w (run fsck)", b, err)
+				return nil, fmt.Errorf("branch %s: %w (run fsck)", b, err)
 			}
 			if !liveCommits[id] {
 				liveCommits[id] = true
@@ -143,11 +143,20 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 			return nil
 		}
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("gc: remove %s: %w", p, err)
+			return fmt.Errorf("remove %s: %w", p, err)
 		}
 		return nil
 	}
-	// Index links first, so nothing ever points at a removed object.
+	// The commits whose parents go are recorded first: a crash after this
+	// leaves extra names in the list, which fsck accepts, while a crash
+	// with parents removed and not listed would leave fsck complaining.
+	if !opts.DryRun {
+		if err := r.writeShallow(newShallow, liveCommits); err != nil {
+			return nil, err
+		}
+	}
+	// Index links before objects, so nothing ever points at a removed
+	// object.
 	for _, idx := range []struct {
 		dir   string
 		live  map[verity.Digest]bool
@@ -166,14 +175,9 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 			}
 		}
 	}
-	if !opts.DryRun {
-		if err := r.writeShallow(newShallow, liveCommits); err != nil {
-			return nil, err
-		}
-	}
 	temps, err := r.otherTemps()
 	if err != nil {
-		return nil, fmt.Errorf("gc: %w", err)
+		return nil, fmt.Errorf("%w", err)
 	}
 	for _, p := range temps {
 		rep.TempFiles++
