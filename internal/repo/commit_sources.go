@@ -13,6 +13,9 @@ import (
 // filesystem, like tar --one-file-system: a mount point inside the tree is
 // recorded as an empty directory. Hard links are kept.
 func (r *Repo) CommitDir(dir string, opts CommitOptions) (*CommitResult, error) {
+	if err := r.writable(); err != nil {
+		return nil, err
+	}
 	if err := ValidBranchName(opts.Branch); err != nil {
 		return nil, err
 	}
@@ -48,6 +51,9 @@ func (r *Repo) CommitDir(dir string, opts CommitOptions) (*CommitResult, error) 
 // CommitDump commits a tree described in composefs-dump(5) format. Every
 // object it references must already be in the repository.
 func (r *Repo) CommitDump(in io.Reader, name string, opts CommitOptions) (*CommitResult, error) {
+	if err := r.writable(); err != nil {
+		return nil, err
+	}
 	if err := ValidBranchName(opts.Branch); err != nil {
 		return nil, err
 	}
@@ -66,6 +72,9 @@ func (r *Repo) CommitDump(in io.Reader, name string, opts CommitOptions) (*Commi
 // CommitTar commits the tree in a tar stream (see package tarimport for the
 // rules on paths and links). Contents are stored as they stream by.
 func (r *Repo) CommitTar(in io.Reader, name string, opts CommitOptions) (*CommitResult, error) {
+	if err := r.writable(); err != nil {
+		return nil, err
+	}
 	if err := ValidBranchName(opts.Branch); err != nil {
 		return nil, err
 	}

@@ -45,6 +45,11 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 	if !r.exclusive {
 		return nil, ErrNeedExclusive
 	}
+	if !opts.DryRun {
+		if err := r.writable(); err != nil {
+			return nil, err
+		}
+	}
 	rep := &GCReport{DryRun: opts.DryRun}
 	live := map[verity.Digest]bool{}
 	liveImages := map[verity.Digest]bool{}

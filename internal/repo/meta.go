@@ -28,14 +28,27 @@ const (
 	// featureCommits marks repositories holding cfs-deploy commit records
 	// and branches; tools that do not know them may still read images.
 	featureCommits = "cfs-deploy-commits"
+	// featureSecure records that the repository was created secure, so
+	// that a meta.json that lost its fs-verity (replaced, restored, copied
+	// to another filesystem) is refused instead of quietly read as an
+	// insecure repository.
+	featureSecure = "cfs-deploy-secure"
 )
 
-func newMeta() Meta {
+// knownReadOnlyCompatible are the read-only-compatible features this
+// version can write to a repository with.
+var knownReadOnlyCompatible = map[string]bool{}
+
+func newMeta(secure bool) Meta {
+	compat := []string{featureCommits}
+	if secure {
+		compat = append(compat, featureSecure)
+	}
 	return Meta{
 		Version:   metaVersion,
 		Algorithm: hashAlgorithm,
 		Features: Features{
-			Compatible:         []string{featureCommits},
+			Compatible:         compat,
 			ReadOnlyCompatible: []string{},
 			Incompatible:       []string{},
 		},
@@ -61,4 +74,25 @@ func readMeta(path string) (Meta, error) {
 		return m, fmt.Errorf("%s: unknown incompatible features %v", path, m.Features.Incompatible)
 	}
 	return m, nil
+}
+
+func (m Meta) has(feature string) bool {
+	for _, f := range m.Features.Compatible {
+		if f == feature {
+			return true
+		}
+	}
+	return false
+}
+
+// unknownReadOnly lists read-only-compatible features this version does
+// not know: it may read such a repository but must not change it.
+func (m Meta) unknownReadOnly() []string {
+	var out []string
+	for _, f := range m.Features.ReadOnlyCompatible {
+		if !knownReadOnlyCompatible[f] {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -63,6 +63,9 @@ func (r *Repo) Branch(name string) (verity.Digest, error) {
 
 // SetBranch points a branch at a commit, atomically and durably.
 func (r *Repo) SetBranch(name string, commit verity.Digest) error {
+	if err := r.writable(); err != nil {
+		return err
+	}
 	if err := ValidBranchName(name); err != nil {
 		return err
 	}
@@ -75,6 +78,9 @@ func (r *Repo) SetBranch(name string, commit verity.Digest) error {
 
 // DeleteBranch removes a branch (its commits stay until gc).
 func (r *Repo) DeleteBranch(name string) error {
+	if err := r.writable(); err != nil {
+		return err
+	}
 	if err := ValidBranchName(name); err != nil {
 		return err
 	}

@@ -18,8 +18,9 @@ type Repo struct {
 	Secure bool // meta.json carries fs-verity: every object must too
 
 	meta      Meta
-	lock      *os.File
+	lock      *os.File // nil on a read-only filesystem
 	exclusive bool
+	readOnly  string // why this version must not change the repository
 	objects   *objstore.Store
 }
 
@@ -83,7 +84,7 @@ func Init(path string, opts InitOptions) error {
 		return fmt.Errorf("init %s: %w", path, err)
 	}
 	made = append(made, lockFile)
-	if err := writeMeta(path, newMeta(), !opts.Insecure); err != nil {
+	if err := writeMeta(path, newMeta(!opts.Insecure), !opts.Insecure); err != nil {
 		cleanup()
 		return fmt.Errorf("init %s: %w", path, err)
 	}
@@ -151,7 +152,10 @@ func Open(path string, opts OpenOptions) (*Repo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", path, err)
 	}
-	lf, err := os.OpenFile(filepath.Join(path, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if meta.has(featureSecure) && !secure {
+		return nil, fmt.Errorf("open repository %s: %w", path, ErrLostVerity)
+	}
+	lf, err := openLock(filepath.Join(path, lockFile))
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", path, err)
 	}
@@ -159,16 +163,56 @@ func Open(path string, opts OpenOptions) (*Repo, error) {
 	if opts.Exclusive {
 		how = unix.LOCK_EX
 	}
-	if err := flock(lf, how); err != nil {
+	if lf == nil {
+		// A read-only filesystem: nobody can change the repository, so
+		// there is nothing to lock against.
+	} else if err := flock(lf, how); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("lock repository %s: %w", path, err)
 	}
 	st, err := objstore.Open(filepath.Join(path, objectsDir), objstore.Options{EnableVerity: true, RequireVerity: secure})
 	if err != nil {
-		lf.Close()
+		if lf != nil {
+			lf.Close()
+		}
 		return nil, fmt.Errorf("open repository %s: %w", path, err)
 	}
-	return &Repo{Path: path, Secure: secure, meta: meta, lock: lf, exclusive: opts.Exclusive, objects: st}, nil
+	r := &Repo{Path: path, Secure: secure, meta: meta, lock: lf, exclusive: opts.Exclusive, objects: st}
+	if unknown := meta.unknownReadOnly(); len(unknown) > 0 {
+		r.readOnly = fmt.Sprintf("it has read-only-compatible features this version does not know: %v", unknown)
+	}
+	return r, nil
+}
+
+// ErrLostVerity refuses a repository created secure whose meta.json no
+// longer carries fs-verity.
+var ErrLostVerity = errors.New("the repository was created secure, but meta.json has no fs-verity (replaced, or copied to a filesystem without fs-verity); refusing to use it as an insecure repository")
+
+// ErrReadOnly is returned by operations that would change a repository
+// this version may only read.
+var ErrReadOnly = errors.New("repository is read-only for this version of cfs-deploy")
+
+// writable refuses changes to a repository with unknown read-only
+// features.
+func (r *Repo) writable() error {
+	if r.readOnly != "" {
+		return fmt.Errorf("%w: %s", ErrReadOnly, r.readOnly)
+	}
+	return nil
+}
+
+// openLock opens the lock file read-only (flock needs no write access, so
+// read commands work on a read-only mount), creating it if it is missing.
+// It returns nil, nil on a read-only filesystem without a lock file.
+func openLock(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		f, err = os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+		if errors.Is(err, unix.EROFS) {
+			return nil, nil
+		}
+	}
+	return f, err
 }
 
 // metaIsSecure reports whether meta.json has fs-verity enabled.

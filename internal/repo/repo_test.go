@@ -708,3 +708,50 @@ func TestGCRoots(t *testing.T) {
 	}
 	fsckClean(t, r)
 }
+
+// TestMetaFeatures: a repository created secure whose meta.json lost its
+// fs-verity is refused, and unknown read-only-compatible features make a
+// repository readable but not writable.
+func TestMetaFeatures(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "repo")
+	if err := Init(path, InitOptions{Insecure: true}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := readMeta(filepath.Join(path, metaFile))
+	if err != nil || m.has(featureSecure) {
+		t.Fatalf("insecure repository claims to be secure: %+v %v", m, err)
+	}
+	// What a secure repository's meta.json says, on a filesystem (this
+	// host's) where its fs-verity is gone.
+	m = newMeta(true)
+	data, _ := marshalJSON(m)
+	os.WriteFile(filepath.Join(path, metaFile), data, 0o644)
+	if _, err := Open(path, OpenOptions{}); !errors.Is(err, ErrLostVerity) {
+		t.Fatalf("open of a secure repository without verity: %v", err)
+	}
+
+	m = newMeta(false)
+	m.Features.ReadOnlyCompatible = []string{"from-the-future"}
+	data, _ = marshalJSON(m)
+	os.WriteFile(filepath.Join(path, metaFile), data, 0o644)
+	r, err := Open(path, OpenOptions{Exclusive: true})
+	if err != nil {
+		t.Fatalf("reading must still work: %v", err)
+	}
+	defer r.Close()
+	if _, err := r.Branches(); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(src, 0o755)
+	if _, err := r.CommitDir(src, CommitOptions{Branch: "b"}); !errors.Is(err, ErrReadOnly) || !strings.Contains(err.Error(), "from-the-future") {
+		t.Fatalf("commit: %v", err)
+	}
+	if _, err := r.GC(GCOptions{}); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("gc: %v", err)
+	}
+	if _, err := r.GC(GCOptions{DryRun: true}); err != nil {
+		t.Fatalf("gc --dry-run only reads: %v", err)
+	}
+}
