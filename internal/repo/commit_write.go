@@ -129,8 +129,16 @@ func (r *Repo) checkTreeObjects(root *erofs.Node, lookup bool) (Stats, error) {
 		seen[n.Payload] = true
 		st.Objects++
 		st.ContentBytes += int64(n.Size)
-		if lookup && !r.objects.Has(d) {
+		switch {
+		case !lookup:
+		case !r.objects.Has(d):
 			missing = append(missing, n.Path()+" ("+n.Payload+")")
+		case r.Secure:
+			// Objects placed by other tools may lack fs-verity, and
+			// every read of them would fail under verity=require.
+			if err := r.verifyObject(d); err != nil {
+				return fmt.Errorf("%s: %w", n.Path(), err)
+			}
 		}
 		return nil
 	})
@@ -234,4 +242,14 @@ func (r *Repo) ReadFile(n *erofs.Node) (*os.File, []byte, error) {
 		}
 	}
 	return f, nil, nil
+}
+
+// verifyObject checks that an object carries fs-verity with the digest it
+// is named by.
+func (r *Repo) verifyObject(d verity.Digest) error {
+	f, err := r.OpenObject(d)
+	if err != nil {
+		return fmt.Errorf("object %s: %w", d, err)
+	}
+	return f.Close()
 }
