@@ -91,27 +91,27 @@ func (s *Store) Path(d verity.Digest) string {
 
 // Has reports whether the object with digest d exists.
 func (s *Store) Has(d verity.Digest) bool {
-	ok, _ := s.exists(d.ObjectPath())
+	ok, _, _ := s.exists(d.ObjectPath())
 	return ok
 }
 
 // exists reports whether rel names a regular file in the store. Anything
 // else under an object's name is an error: nothing this package writes
 // could have put it there.
-func (s *Store) exists(rel string) (bool, error) {
+func (s *Store) exists(rel string) (bool, int64, error) {
 	var st unix.Stat_t
 	err := unix.Fstatat(s.dfd, rel, &st, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
 	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG:
-		return true, nil
+		return true, st.Size, nil
 	case err == nil:
-		return false, fmt.Errorf("%s exists and is not a regular file", filepath.Join(s.dir, rel))
+		return false, 0, fmt.Errorf("%s exists and is not a regular file", filepath.Join(s.dir, rel))
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
 		// ENOTDIR: something else where the fan-out directory should be;
 		// creating the object will fail and say so.
-		return false, nil
+		return false, 0, nil
 	default:
-		return false, fmt.Errorf("stat %s: %w", filepath.Join(s.dir, rel), err)
+		return false, 0, fmt.Errorf("stat %s: %w", filepath.Join(s.dir, rel), err)
 	}
 }
 
@@ -140,28 +140,35 @@ func (s *Store) PutFile(src *os.File, size int64, d verity.Digest) (created bool
 	if size < 0 {
 		return false, fmt.Errorf("store object %s: negative size %d", d, size)
 	}
-	return s.put(d, func(dst *os.File) error { return copyFile(dst, src, size) })
+	return s.put(d, size, func(dst *os.File) error { return copyFile(dst, src, size) })
 }
 
 // PutBytes stores b and returns its digest. created is false if the object
 // already existed.
 func (s *Store) PutBytes(b []byte) (verity.Digest, bool, error) {
 	d := verity.DigestBytes(b)
-	created, err := s.put(d, func(dst *os.File) error {
+	created, err := s.put(d, int64(len(b)), func(dst *os.File) error {
 		_, err := dst.Write(b)
 		return err
 	})
 	return d, created, err
 }
 
-// put writes a new object d with fill unless it already exists.
-func (s *Store) put(d verity.Digest, fill func(dst *os.File) error) (bool, error) {
+// put writes a new object d of size bytes with fill unless it already
+// exists. An existing object of the wrong size was damaged (a crash before
+// the data reached the disk, say) and is replaced.
+func (s *Store) put(d verity.Digest, size int64, fill func(dst *os.File) error) (bool, error) {
 	rel := d.ObjectPath()
-	if ok, err := s.exists(rel); ok || err != nil {
-		if ok && s.opts.RequireVerity {
+	ok, have, err := s.exists(rel)
+	if err != nil {
+		return false, wrapPut(s, rel, err)
+	}
+	replace := ok && have != size
+	if ok && !replace {
+		if s.opts.RequireVerity {
 			// An object stored before verity was required: enable it
 			// now, and let the kernel confirm the content.
-			err = s.enableVerity(rel, d)
+			_, err = s.enableVerity(rel, d)
 		}
 		return false, wrapPut(s, rel, err)
 	}
@@ -176,7 +183,7 @@ func (s *Store) put(d verity.Digest, fill func(dst *os.File) error) (bool, error
 	if err != nil {
 		return false, wrapPut(s, rel, err)
 	}
-	created, err := s.commit(tmp, rel, d)
+	created, err := s.commit(tmp, rel, d, replace)
 	if err != nil {
 		unix.Unlinkat(s.dfd, tmp, 0)
 		return false, wrapPut(s, rel, err)
@@ -227,19 +234,38 @@ func (s *Store) writeTemp(dir string, fill func(dst *os.File) error) (string, er
 	return name, nil
 }
 
-// commit enables verity on the finished temporary file if asked and
+// commit checks the finished temporary file against d — by the kernel's
+// fs-verity measurement where verity could be enabled, else by hashing
+// the copy, since the source may have changed after it was hashed — and
 // renames it to rel. It reports false when another writer won the race.
-func (s *Store) commit(tmp, rel string, d verity.Digest) (bool, error) {
+// With replace it renames over an existing (damaged) object.
+func (s *Store) commit(tmp, rel string, d verity.Digest, replace bool) (bool, error) {
+	measured := false
 	if s.opts.RequireVerity || s.opts.EnableVerity && !s.noVerity.Load() {
-		if err := s.enableVerity(tmp, d); err != nil {
+		var err error
+		if measured, err = s.enableVerity(tmp, d); err != nil {
 			return false, err
 		}
 	}
-	err := unix.Renameat2(s.dfd, tmp, s.dfd, rel, unix.RENAME_NOREPLACE)
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		// The filesystem cannot refuse to replace. Replacing an object
-		// with a copy of itself is harmless.
+	if !measured {
+		got, err := verity.DigestPath(filepath.Join(s.dir, tmp))
+		if err != nil {
+			return false, fmt.Errorf("check the copy: %w", err)
+		}
+		if got != d {
+			return false, fmt.Errorf("copy has digest %s, not %s: %w", got, d, errSourceChanged)
+		}
+	}
+	var err error
+	if replace {
 		err = unix.Renameat(s.dfd, tmp, s.dfd, rel)
+	} else {
+		err = unix.Renameat2(s.dfd, tmp, s.dfd, rel, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+			// The filesystem cannot refuse to replace. Replacing an
+			// object with a copy of itself is harmless.
+			err = unix.Renameat(s.dfd, tmp, s.dfd, rel)
+		}
 	}
 	if errors.Is(err, unix.EEXIST) {
 		unix.Unlinkat(s.dfd, tmp, 0)
@@ -258,28 +284,28 @@ func (s *Store) Created() int64 { return s.created.Load() }
 // enableVerity turns on fs-verity for the file rel, which must not be
 // open for writing, and checks the kernel's measurement against d. A file
 // that already has verity is only measured.
-func (s *Store) enableVerity(rel string, d verity.Digest) error {
+func (s *Store) enableVerity(rel string, d verity.Digest) (measured bool, err error) {
 	fd, err := unix.Openat(s.dfd, rel, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		return fmt.Errorf("reopen for fs-verity: %w", err)
+		return false, fmt.Errorf("reopen for fs-verity: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), filepath.Join(s.dir, rel))
 	defer f.Close()
 	if err := verity.Enable(f); err != nil {
 		if s.opts.RequireVerity {
-			return err
+			return false, err
 		}
 		if errors.Is(err, verity.ErrUnsupported) {
 			s.noVerity.Store(true)
 		}
-		return nil // best effort, as mkcomposefs does
+		return false, nil // best effort, as mkcomposefs does
 	}
 	got, err := verity.Measure(f)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if got != d {
-		return &verity.MismatchError{Path: f.Name(), Want: d, Got: got}
+		return false, &verity.MismatchError{Path: f.Name(), Want: d, Got: got}
 	}
-	return nil
+	return true, nil
 }

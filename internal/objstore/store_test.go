@@ -362,3 +362,54 @@ func TestPutFileKeepsHoles(t *testing.T) {
 		t.Fatalf("object digest %s, %v; want %s", got, err, d)
 	}
 }
+
+// TestPutFileRefusesChangedSource: without fs-verity nothing else checks
+// the copy, so a source that changed after it was hashed must not end up
+// stored under the old digest.
+func TestPutFileRefusesChangedSource(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.WriteFile(src, bytes.Repeat([]byte("a"), 10000), 0o644)
+	d, err := verity.DigestPath(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(src, bytes.Repeat([]byte("b"), 10000), 0o644) // same size
+	f, _ := os.Open(src)
+	defer f.Close()
+	st, err := Open(filepath.Join(dir, "store"), Options{EnableVerity: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PutFile(f, 10000, d); err == nil {
+		t.Fatal("a changed source was stored under its old digest")
+	}
+	if st.Has(d) {
+		t.Fatal("object visible after a refused store")
+	}
+}
+
+// TestPutReplacesTruncatedObject: an object of the wrong size (a crash
+// before its data reached the disk) is replaced, not reused.
+func TestPutReplacesTruncatedObject(t *testing.T) {
+	dir := t.TempDir()
+	st, err := Open(filepath.Join(dir, "store"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := bytes.Repeat([]byte("c"), 5000)
+	d, _, err := st.PutBytes(content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(st.Path(d), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, created, err := st.PutBytes(content); err != nil || !created {
+		t.Fatalf("re-put over a truncated object: created %v, %v", created, err)
+	}
+	got, _ := os.ReadFile(st.Path(d))
+	if !bytes.Equal(got, content) {
+		t.Fatal("truncated object was not replaced")
+	}
+}
