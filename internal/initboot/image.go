@@ -89,11 +89,18 @@ func chooseImage(sysroot string, refs []bootcfg.ImageRef, log *Log) (*chosenImag
 // file system without fs-verity is left to mount.Mount, which computes its
 // digest while it holds the file open for mounting.
 func verifyImage(img *chosenImage) error {
-	f, err := os.Open(img.Path)
+	// O_NONBLOCK: a FIFO planted under the image's name must not hang the
+	// boot (nothing would ever reboot it); it is refused below.
+	f, err := os.OpenFile(img.Path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return err
+	} else if !fi.Mode().IsRegular() {
+		return &bootError{msg: fmt.Sprintf("image %s is not a regular file (%s); the repository is damaged or tampered with", img.Rel, fi.Mode().Type())}
+	}
 	got, err := verity.Measure(f)
 	if errors.Is(err, verity.ErrNotEnabled) || errors.Is(err, verity.ErrUnsupported) {
 		if img.Ref.Insecure {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
@@ -28,7 +29,9 @@ type image struct {
 
 // openImage opens path, checks its digest when asked, then its header.
 func openImage(path string, opts *Options) (*image, error) {
-	f, err := os.Open(path) // O_RDONLY|O_CLOEXEC; verity ioctls need no more
+	// Read-only is all the verity ioctls need; O_NONBLOCK keeps a FIFO
+	// under the image's name from blocking the open (check refuses it).
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open image: %w", err)
 	}
