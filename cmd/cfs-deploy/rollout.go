@@ -17,7 +17,7 @@ func init() {
 		summary: "make a commit bootable and the boot default",
 		run:     runRollout,
 		usage: usageText(`Usage: cfs-deploy rollout [--sysroot DIR] [--boot DIR] [--root SPEC] [--karg ARG]...
-                          [--stateroot NAME] [--cfs-init PATH] [--module NAME] [--json]
+                          [--stateroot NAME] [--cfs-init PATH] [--module NAME] [--insecure] [--json]
                           BRANCH|COMMIT
 
 Makes a commit bootable on a sysroot and the boot loader's default:
@@ -29,9 +29,12 @@ Makes a commit bootable on a sysroot and the boot loader's default:
     modules with cfs-init, go to <boot>/cfs-deploy/ under names derived
     from their content;
   - a boot entry <boot>/loader/entries/cfs-deploy-<image>.conf boots it
-    with root=SPEC rw composefs=<digest> (composefs=?<digest> for an
-    insecure repository) and the extra arguments, and loader.conf's
-    default names it.
+    with root=SPEC rw composefs=<digest> and the extra arguments, and
+    loader.conf's default names it.
+The commit's image and every object it references must be present (and
+carry fs-verity in a secure repository). A repository without fs-verity
+is only rolled out with --insecure; its entry then says composefs=?<digest>
+and the booted root is not protected by verity=require.
 Everything an entry needs is on disk before the entry appears; on failure
 what the rollout created is removed again.
 
@@ -47,6 +50,7 @@ Options:
   --cfs-init PATH   init for a built initramfs (default: next to cfs-deploy,
                     else ` + deploy.SystemInit + `)
   --module NAME     another module for a built initramfs (repeatable)
+  --insecure        allow a repository without fs-verity (see above)
   --json            print the result as JSON`),
 	})
 }
@@ -60,6 +64,7 @@ func runRollout(prog string, args []string) error {
 	stateroot := fs.String("stateroot", deploy.DefaultStateroot, "")
 	initPath := fs.String("cfs-init", "", "")
 	asJSON := fs.Bool("json", false, "")
+	insecure := fs.Bool("insecure", false, "")
 	var kargs, modules stringList
 	fs.Var(&kargs, "karg", "")
 	fs.Var(&modules, "module", "")
@@ -89,6 +94,9 @@ func runRollout(prog string, args []string) error {
 		return err
 	}
 	defer r.Close()
+	if !*asJSON {
+		fmt.Fprintf(os.Stderr, "repository %s (%s)\n", r.Path, r.Mode())
+	}
 	var log io.Writer = os.Stderr
 	if *asJSON {
 		log = nil
@@ -96,6 +104,7 @@ func runRollout(prog string, args []string) error {
 	res, err := deploy.Rollout(deploy.Options{
 		Repo: r, Sysroot: *sysroot, BootDir: *boot, Ref: ops[0], Stateroot: *stateroot,
 		Root: *root, Kargs: kargs, Init: *initPath, Modules: modules, Log: log,
+		AllowInsecure: *insecure,
 	})
 	if err != nil {
 		return err

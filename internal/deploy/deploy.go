@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
@@ -65,6 +66,11 @@ type Options struct {
 	Modules []string
 	// Compression of a built initramfs (default gzip).
 	Compression string
+	// AllowInsecure lets a repository without fs-verity be rolled out:
+	// its entry says composefs=?<digest>, and the booted root is not
+	// protected by verity=require. Without it such a rollout is refused,
+	// so that losing fs-verity never silently weakens a boot.
+	AllowInsecure bool
 	// Log, if set, receives progress lines.
 	Log io.Writer
 }
@@ -119,6 +125,9 @@ func Rollout(opts Options) (res *Result, err error) {
 		return nil, err
 	}
 	r := opts.Repo
+	if !r.Secure && !opts.AllowInsecure {
+		return nil, fmt.Errorf("repository %s has no fs-verity (%s): its deployments would boot without verity=require; give --insecure to roll out anyway", r.Path, r.Mode())
+	}
 	id, err := r.Resolve(opts.Ref)
 	if err != nil {
 		return nil, err
@@ -126,6 +135,9 @@ func Rollout(opts Options) (res *Result, err error) {
 	c, root, err := r.CommitTree(id)
 	if err != nil {
 		return nil, err
+	}
+	if err := checkBootable(r, c.ImageDigest(), root); err != nil {
+		return nil, fmt.Errorf("commit %s: %w", id, err)
 	}
 	if c.Kernel == nil {
 		return nil, fmt.Errorf("commit %s has no kernel (no /usr/lib/modules/<version>/vmlinuz in its tree)", id)
@@ -243,6 +255,10 @@ func fillDefaults(o *Options) error {
 	if err := checkStateroot(o.Stateroot); err != nil {
 		return err
 	}
+	// cfs-init finds the repository as <root device>/composefs.
+	if filepath.Base(filepath.Clean(o.Repo.Path)) != "composefs" {
+		return fmt.Errorf("repository %s is not named composefs: cfs-init looks for <sysroot>/composefs and could not boot the entry", o.Repo.Path)
+	}
 	same, err := sameDir(o.Sysroot, o.Repo.Sysroot())
 	if err != nil {
 		return err
@@ -303,4 +319,44 @@ func treeNode(root *erofs.Node, p string) *erofs.Node {
 		return nil
 	}
 	return n
+}
+
+// checkBootable makes sure everything the booted system will open is in
+// the repository: the image under images/ (cfs-init's only way to it) and
+// every object the tree references, with fs-verity in a secure repository.
+// A rollout that passed this cannot make an entry that fails at boot for
+// want of content.
+func checkBootable(r *repo.Repo, img verity.Digest, root *erofs.Node) error {
+	if !r.HasImage(img) {
+		return fmt.Errorf("image %s is not indexed under %s", img, r.ImagePath(img))
+	}
+	var missing []string
+	seen := map[verity.Digest]bool{}
+	err := erofs.Walk(root, func(n *erofs.Node) error {
+		if n.LinkTo != nil || !n.IsExternal() || len(n.Digest) != 32 {
+			return nil
+		}
+		d := verity.Digest(n.Digest)
+		if seen[d] {
+			return nil
+		}
+		seen[d] = true
+		f, err := r.OpenObject(d) // measures fs-verity in a secure repository
+		if err != nil {
+			missing = append(missing, fmt.Sprintf("%s (%s: %v)", n.Path(), d.ObjectPath(), err))
+			return nil
+		}
+		return f.Close()
+	})
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		show := missing
+		if len(show) > 5 {
+			show = show[:5]
+		}
+		return fmt.Errorf("%d files of the tree have no usable object (run cfs-deploy fsck), e.g. %s", len(missing), strings.Join(show, "; "))
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 	"os"
 	"path/filepath"
 	"slices"
@@ -326,6 +327,7 @@ func TestRolloutRefusals(t *testing.T) {
 		{Options{Ref: "os", Stateroot: "../x"}, "bad stateroot"},
 		{Options{Ref: "os", Sysroot: t.TempDir()}, "gc would not see"},
 		{Options{Ref: "os", Root: "UUID="}, "root="},
+		{Options{Ref: "os", AllowInsecure: false}, "--insecure"},
 	} {
 		c.opts.Repo = f.r
 		if c.opts.Root == "" {
@@ -333,6 +335,7 @@ func TestRolloutRefusals(t *testing.T) {
 		}
 		c.opts.Init = f.init
 		c.opts.BootDir = f.boot
+		c.opts.AllowInsecure = c.want != "--insecure"
 		if _, err := Rollout(c.opts); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.opts, err, c.want)
 		}
@@ -479,7 +482,7 @@ func TestRolloutUsesCommitInitramfs(t *testing.T) {
 	f := newFixture(t)
 	f.write(filepath.Join("usr/lib/modules", f.kver, "initramfs.img"), strings.Repeat("dracut image ", 1000), 0o644)
 	c := f.commit("os", "")
-	res, err := Rollout(Options{Repo: f.r, BootDir: f.boot, Ref: "os", Root: "LABEL=root"})
+	res, err := Rollout(Options{Repo: f.r, BootDir: f.boot, Ref: "os", Root: "LABEL=root", AllowInsecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -493,5 +496,33 @@ func TestRolloutUsesCommitInitramfs(t *testing.T) {
 	e := onlyEntry(t, f.boot, EntryID(c.Image))
 	if e.Version != f.kver || !strings.HasPrefix(e.Title, `Fixture OS "test" (`) {
 		t.Errorf("entry without a commit version: version %q title %q", e.Version, e.Title)
+	}
+}
+
+// TestRolloutRefusesUnbootable: a repository not named composefs (cfs-init
+// would not find it) or a commit whose objects are missing must not become
+// the boot default.
+func TestRolloutRefusesUnbootable(t *testing.T) {
+	f := newFixture(t)
+	res := f.commit("os", "1.0")
+	_, root, err := f.r.CommitTree(res.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim string
+	erofs.Walk(root, func(n *erofs.Node) error {
+		if victim == "" && n.IsExternal() {
+			victim = f.r.ObjectPath(verity.Digest(n.Digest))
+		}
+		return nil
+	})
+	if err := os.Remove(victim); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.rollout("os"); err == nil || !strings.Contains(err.Error(), "no usable object") {
+		t.Fatalf("rollout with a missing object: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(f.boot, "loader", "entries")); len(ents) != 0 {
+		t.Fatalf("refused rollout left entries: %v", ents)
 	}
 }

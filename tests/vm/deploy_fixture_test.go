@@ -374,13 +374,15 @@ func (f *fixture) install(t *testing.T, kind string) *install {
 		return in
 	}
 	initArgs := []string{"init"}
+	rollout := rolloutArgs()
 	if kind == "insecure" {
 		initArgs = append(initArgs, "--insecure")
+		rollout = append(rollout[:1], append([]string{"--insecure"}, rollout[1:]...)...)
 	}
 	steps := []installerStep{
 		deployStep(initArgs...),
 		deployStep("commit", "--branch", branch, "--subject", "cfs-deploy VM test OS", srcDir),
-		deployStep(rolloutArgs()...),
+		deployStep(rollout...),
 		deployStep("fsck", "--quick"),
 		cmdStep("/bin/ls", "-lR", bootDir),
 	}
