@@ -3,6 +3,7 @@ package repo
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -49,6 +50,11 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 		if err := r.writable(); err != nil {
 			return nil, err
 		}
+	}
+	// composefs-rs keeps split streams (OCI layers) whose object
+	// references this tool cannot read; collecting would delete them.
+	if ents, err := os.ReadDir(filepath.Join(r.Path, "streams")); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("%s holds composefs-rs streams whose objects cfs-deploy cannot account for; refusing to collect garbage (use cfsctl gc)", filepath.Join(r.Path, "streams"))
 	}
 	rep := &GCReport{DryRun: opts.DryRun}
 	live := map[verity.Digest]bool{}
@@ -137,7 +143,11 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 		return nil, err
 	}
 	rep.Deployments = len(deployed)
-	for _, d := range append(deployed, opts.Roots...) {
+	named, err := r.namedImages()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range append(append(deployed, named...), opts.Roots...) {
 		if err := keepImage(d); err != nil {
 			return nil, err
 		}
@@ -259,6 +269,38 @@ func (r *Repo) DeployedImages() ([]verity.Digest, error) {
 		if d, err := verity.ParseDigest(e.Name()); err == nil && e.IsDir() {
 			out = append(out, d)
 		}
+	}
+	return out, nil
+}
+
+// namedImages lists the images that images/refs/** name: the composefs-rs
+// convention for images that must be kept (cfsctl and bootc create them).
+func (r *Repo) namedImages() ([]verity.Digest, error) {
+	root := filepath.Join(r.Path, imagesDir, "refs")
+	var out []verity.Digest
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, os.ErrNotExist) && p == root {
+			return filepath.SkipDir
+		}
+		if err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink == 0 {
+			return nil
+		}
+		target, err := os.Readlink(p)
+		if err != nil {
+			return err
+		}
+		dg, err := verity.ParseDigest(filepath.Base(target))
+		if err != nil {
+			return fmt.Errorf("image ref %s points at %s, which is not an image digest", p, target)
+		}
+		out = append(out, dg)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list image refs: %w", err)
 	}
 	return out, nil
 }

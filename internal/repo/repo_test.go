@@ -755,3 +755,28 @@ func TestMetaFeatures(t *testing.T) {
 		t.Fatalf("gc --dry-run only reads: %v", err)
 	}
 }
+
+// TestGCKeepsNamedImagesAndStreams: images named under images/refs (the
+// composefs-rs convention) survive gc, and a repository with composefs-rs
+// streams is not collected at all.
+func TestGCKeepsNamedImagesAndStreams(t *testing.T) {
+	r := newRepo(t)
+	old := commitFiles(t, r, "os", map[string]string{"a": big("A", 5000)})
+	commitFiles(t, r, "os", map[string]string{"a": big("B", 5000)})
+	refs := filepath.Join(r.Path, "images", "refs", "other-tool")
+	os.MkdirAll(refs, 0o755)
+	if err := os.Symlink("../../"+old.Image.String(), filepath.Join(refs, "keep")); err != nil {
+		t.Fatal(err)
+	}
+	ex := reopen(t, r, true)
+	if _, err := ex.GC(GCOptions{Depth: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if !ex.HasImage(old.Image) {
+		t.Fatal("gc removed an image named under images/refs")
+	}
+	os.MkdirAll(filepath.Join(r.Path, "streams", "refs"), 0o755)
+	if _, err := ex.GC(GCOptions{}); err == nil || !strings.Contains(err.Error(), "streams") {
+		t.Fatalf("gc with composefs-rs streams present: %v", err)
+	}
+}
