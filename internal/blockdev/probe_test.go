@@ -9,6 +9,8 @@ import (
 	"testing"
 )
 
+// TestProbeExt4 checks the offsets against what mkfs.ext4 writes, with a
+// label holding a space, which is kept as it is.
 func TestProbeExt4(t *testing.T) {
 	mkfs, err := exec.LookPath("mkfs.ext4")
 	if err != nil {
@@ -22,14 +24,14 @@ func TestProbeExt4(t *testing.T) {
 		t.Fatal(err)
 	}
 	const uuid = "0f3c55aa-1b2c-4d5e-8f90-a1b2c3d4e5f6"
-	if out, err := exec.Command(mkfs, "-q", "-F", "-U", uuid, "-L", "cfsroot", img).CombinedOutput(); err != nil {
+	if out, err := exec.Command(mkfs, "-q", "-F", "-U", uuid, "-L", "cfs root", img).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 	}
 	got, err := ProbeFile(img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != (Filesystem{Type: "ext4", UUID: uuid, Label: "cfsroot"}) {
+	if got != (Filesystem{Type: "ext4", UUID: uuid, Label: "cfs root"}) {
 		t.Fatalf("got %+v", got)
 	}
 }

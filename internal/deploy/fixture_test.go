@@ -64,21 +64,17 @@ func newFixtureIn(t *testing.T, sysroot string) *fixture {
 	f.write("usr/lib/os-release", "NAME=Fixture\nPRETTY_NAME=\"Fixture OS \\\"test\\\"\"\n", 0o644)
 
 	mods := filepath.Join(f.src, "usr/lib/modules", f.kver)
-	vmlinuz := filepath.Join(kt.Root, "boot", "vmlinuz-"+f.kver)
-	if _, err := os.Stat(vmlinuz); err != nil {
-		vmlinuz = filepath.Join(kt.ModDir, "vmlinuz")
-	}
-	copyFile(t, vmlinuz, filepath.Join(mods, "vmlinuz"))
+	copyFile(t, kt.Vmlinuz, filepath.Join(mods, "vmlinuz"))
 	// Only the modules the default initramfs set needs, so the commit
 	// stays small; depmod's files are left out as in Debian's package.
-	res, err := kmod.ResolveWith(kt.ModDir, initramfs.DefaultModules(), kmod.ResolveOptions{Optional: initramfs.DefaultModules()})
+	res, err := kmod.ResolveWith(kt.ModulesDir, initramfs.DefaultModules(), kmod.ResolveOptions{Optional: initramfs.DefaultModules()})
 	f.must(err)
 	for _, m := range res.Modules {
-		copyFile(t, filepath.Join(kt.ModDir, m.Path), filepath.Join(mods, m.Path))
+		copyFile(t, filepath.Join(kt.ModulesDir, m.Path), filepath.Join(mods, m.Path))
 	}
 	for _, name := range []string{"modules.builtin", "modules.builtin.modinfo"} {
-		if _, err := os.Stat(filepath.Join(kt.ModDir, name)); err == nil {
-			copyFile(t, filepath.Join(kt.ModDir, name), filepath.Join(mods, name))
+		if _, err := os.Stat(filepath.Join(kt.ModulesDir, name)); err == nil {
+			copyFile(t, filepath.Join(kt.ModulesDir, name), filepath.Join(mods, name))
 		}
 	}
 
@@ -117,7 +113,7 @@ func (f *fixture) commit(branch, version string) *repo.CommitResult {
 func (f *fixture) rollout(ref string, kargs ...string) (*Result, error) {
 	return Rollout(Options{
 		Repo: f.r, Sysroot: f.sysroot, BootDir: f.boot, Ref: ref, Root: "UUID=0f3c55aa-1b2c-4d5e-8f90-a1b2c3d4e5f6",
-		Kargs: kargs, Init: f.init,
+		Kargs: kargs, Init: f.init, AllowInsecure: true,
 	})
 }
 

@@ -132,23 +132,13 @@ func removeStaleTemps(sysroot, bootDir string) {
 // deployment's /etc holds the admin's changes and is never replaced.
 func ensureDeployment(r *repo.Repo, root *erofs.Node, sysroot string, img verity.Digest, o Origin, u *undo) (string, bool, error) {
 	dir := StateDir(sysroot, img)
-	if fi, err := os.Lstat(dir); err == nil {
-		if !fi.IsDir() {
-			return dir, false, fmt.Errorf("%s exists and is not a directory", dir)
-		}
-		return dir, false, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
+	if exists, err := existingDir(dir); exists || err != nil {
 		return dir, false, err
 	}
-	parent := filepath.Dir(dir)
-	if err := mkdirAll(parent, 0o755, u); err != nil {
-		return dir, false, err
-	}
-	tmp, err := os.MkdirTemp(parent, tempPrefix+img.String()[:12]+"-")
+	tmp, err := stagingDir(dir, img.String()[:12]+"-", u)
 	if err != nil {
 		return dir, false, err
 	}
-	u.tree(tmp)
 	if err := checkoutOrEmpty(r, treeNode(root, "/etc"), filepath.Join(tmp, "etc")); err != nil {
 		return dir, false, fmt.Errorf("check out /etc: %w", err)
 	}
@@ -173,23 +163,13 @@ func ensureDeployment(r *repo.Repo, root *erofs.Node, sysroot string, img verity
 // time; after that it belongs to the running systems and is left alone.
 func ensureVar(r *repo.Repo, root *erofs.Node, sysroot, stateroot string, u *undo) (string, bool, error) {
 	dir := VarDir(sysroot, stateroot)
-	if fi, err := os.Lstat(dir); err == nil {
-		if !fi.IsDir() {
-			return dir, false, fmt.Errorf("%s exists and is not a directory", dir)
-		}
-		return dir, false, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
+	if exists, err := existingDir(dir); exists || err != nil {
 		return dir, false, err
 	}
-	parent := filepath.Dir(dir)
-	if err := mkdirAll(parent, 0o755, u); err != nil {
-		return dir, false, err
-	}
-	tmp, err := os.MkdirTemp(parent, tempPrefix+"var-")
+	tmp, err := stagingDir(dir, "var-", u)
 	if err != nil {
 		return dir, false, err
 	}
-	u.tree(tmp)
 	staged := filepath.Join(tmp, "var")
 	if err := checkoutOrEmpty(r, treeNode(root, "/var"), staged); err != nil {
 		return dir, false, fmt.Errorf("check out /var: %w", err)
@@ -202,6 +182,38 @@ func ensureVar(r *repo.Repo, root *erofs.Node, sysroot, stateroot string, u *und
 		return dir, true, err
 	}
 	return dir, true, nil
+}
+
+// existingDir reports whether dir exists; anything but a directory there
+// is an error, as is a failing lstat.
+func existingDir(dir string) (bool, error) {
+	fi, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, err
+	case !fi.IsDir():
+		return false, fmt.Errorf("%s exists and is not a directory", dir)
+	}
+	return true, nil
+}
+
+// stagingDir makes the temporary directory in which dir is built, beside
+// it so that publish can rename it into place, named with tempPrefix so
+// that the next rollout removes it after a crash. If the rollout fails,
+// u removes it and the parents made for it.
+func stagingDir(dir, name string, u *undo) (string, error) {
+	parent := filepath.Dir(dir)
+	if err := mkdirAll(parent, 0o755, u); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(parent, tempPrefix+name)
+	if err != nil {
+		return "", err
+	}
+	u.tree(tmp)
+	return tmp, nil
 }
 
 // publish moves a finished tree into place durably: one syncfs writes

@@ -152,7 +152,7 @@ func Build(w io.Writer, opts Options) (Manifest, error) {
 	}
 	im := &image{entries: make(map[string]*entry)}
 
-	initEnt, err := hostFile(opts.Init, "init")
+	initEnt, err := regularFile(nil, opts.Init, "init")
 	if err != nil {
 		return m, err
 	}
@@ -193,7 +193,7 @@ func Build(w io.Writer, opts Options) (Manifest, error) {
 		if name == "lib" || strings.HasPrefix(name, "lib/") {
 			return m, fmt.Errorf("initramfs: extra file %s: /lib is a symlink to usr/lib in the image; use /usr/lib", d)
 		}
-		e, err := hostFile(opts.ExtraFiles[d], name)
+		e, err := regularFile(nil, opts.ExtraFiles[d], name)
 		if err != nil {
 			return m, err
 		}
@@ -217,24 +217,16 @@ func imagePath(p string) (string, error) {
 	return name, nil
 }
 
-// hostFile stats a regular host file (following symlinks) for the archive.
-func hostFile(src, name string) (*entry, error) {
-	fi, err := os.Stat(src)
-	if err != nil {
-		return nil, fmt.Errorf("initramfs: %w", err)
+// regularFile stats a regular file (following symlinks) for the archive:
+// src is a path in fsys, or on the host when fsys is nil.
+func regularFile(fsys fs.FS, src, name string) (*entry, error) {
+	var fi fs.FileInfo
+	var err error
+	if fsys != nil {
+		fi, err = fs.Stat(fsys, src)
+	} else {
+		fi, err = os.Stat(src)
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("initramfs: %s: not a regular file", src)
-	}
-	if fi.Size() > 1<<32-1 {
-		return nil, fmt.Errorf("initramfs: %s: too large for cpio", src)
-	}
-	return &entry{name: name, mode: modeReg | uint32(fi.Mode().Perm()), src: src, size: fi.Size()}, nil
-}
-
-// fsFile stats a regular file of fsys (following symlinks) for the archive.
-func fsFile(fsys fs.FS, src, name string) (*entry, error) {
-	fi, err := fs.Stat(fsys, src)
 	if err != nil {
 		return nil, fmt.Errorf("initramfs: %w", err)
 	}
@@ -376,9 +368,9 @@ func addModulesFrom(im *image, m *Manifest, opts Options, fsys fs.FS) error {
 	for _, mod := range res.Modules {
 		var e *entry
 		if fsys != nil {
-			e, err = fsFile(fsys, path.Join(modDir, mod.Path), m.ModuleDir+"/"+mod.Path)
+			e, err = regularFile(fsys, path.Join(modDir, mod.Path), m.ModuleDir+"/"+mod.Path)
 		} else {
-			e, err = hostFile(filepath.Join(modDir, filepath.FromSlash(mod.Path)), m.ModuleDir+"/"+mod.Path)
+			e, err = regularFile(nil, filepath.Join(modDir, filepath.FromSlash(mod.Path)), m.ModuleDir+"/"+mod.Path)
 		}
 		if err != nil {
 			return err

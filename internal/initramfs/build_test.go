@@ -325,7 +325,7 @@ func TestBuildDebian(t *testing.T) {
 			t.Errorf("%s in the load list but not in the archive", p)
 			continue
 		}
-		host, err := os.ReadFile(filepath.Join(tr.ModDir, p))
+		host, err := os.ReadFile(filepath.Join(tr.ModulesDir, p))
 		if err != nil || !bytes.Equal(host, f.Data) || f.Mode != modeReg|0o644 {
 			t.Errorf("%s: differs from the tree's file (mode %o, %v)", p, f.Mode, err)
 		}
@@ -374,7 +374,7 @@ func TestBuildDebian(t *testing.T) {
 	if !slices.Equal(depPaths, moduleFiles) {
 		t.Errorf("modules.dep lines %v, module files %v", depPaths, moduleFiles)
 	}
-	if b, _ := os.ReadFile(filepath.Join(tr.ModDir, "modules.builtin")); !bytes.Equal(b, byName[modDir+"modules.builtin"].Data) {
+	if b, _ := os.ReadFile(filepath.Join(tr.ModulesDir, "modules.builtin")); !bytes.Equal(b, byName[modDir+"modules.builtin"].Data) {
 		t.Error("modules.builtin not copied")
 	}
 

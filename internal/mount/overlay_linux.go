@@ -120,7 +120,8 @@ func overlayNewAPI(target string, lower *layer, opts *Options) (overlayNext, err
 		}
 		return giveUp, err
 	}
-	mfd, err := c.mount(mountAttrs(opts))
+	attrs, _ := mountBits(opts)
+	mfd, err := c.mount(attrs)
 	if err != nil {
 		return giveUp, err
 	}
@@ -131,38 +132,26 @@ func overlayNewAPI(target string, lower *layer, opts *Options) (overlayNext, err
 	return giveUp, nil
 }
 
-func mountAttrs(opts *Options) int {
-	var a int
-	if !opts.ReadWrite {
-		a |= unix.MOUNT_ATTR_RDONLY
+// mountBits returns the per-mount options as MOUNT_ATTR_* bits for
+// fsmount(2) and as MS_* flags for mount(2), from one table so that the
+// two ways of mounting the overlay apply the same options.
+func mountBits(opts *Options) (attrs int, flags uintptr) {
+	for _, b := range []struct {
+		on   bool
+		attr int
+		flag uintptr
+	}{
+		{!opts.ReadWrite, unix.MOUNT_ATTR_RDONLY, unix.MS_RDONLY},
+		{opts.NoSuid, unix.MOUNT_ATTR_NOSUID, unix.MS_NOSUID},
+		{opts.NoDev, unix.MOUNT_ATTR_NODEV, unix.MS_NODEV},
+		{opts.NoExec, unix.MOUNT_ATTR_NOEXEC, unix.MS_NOEXEC},
+	} {
+		if b.on {
+			attrs |= b.attr
+			flags |= b.flag
+		}
 	}
-	if opts.NoSuid {
-		a |= unix.MOUNT_ATTR_NOSUID
-	}
-	if opts.NoDev {
-		a |= unix.MOUNT_ATTR_NODEV
-	}
-	if opts.NoExec {
-		a |= unix.MOUNT_ATTR_NOEXEC
-	}
-	return a
-}
-
-func mountFlags(opts *Options) uintptr {
-	var f uintptr
-	if !opts.ReadWrite {
-		f |= unix.MS_RDONLY
-	}
-	if opts.NoSuid {
-		f |= unix.MS_NOSUID
-	}
-	if opts.NoDev {
-		f |= unix.MS_NODEV
-	}
-	if opts.NoExec {
-		f |= unix.MS_NOEXEC
-	}
-	return f
+	return attrs, flags
 }
 
 // overlayLegacy mounts with mount(2) and one option string, as kernels
@@ -178,11 +167,12 @@ func overlayLegacy(target, lowerDir string, opts *Options) error {
 	case opts.TryVerity:
 		verityChoices = []bool{true, false}
 	}
+	_, flags := mountBits(opts)
 	var first error
 	for _, sep := range []string{"::", ":"} {
 		for _, v := range verityChoices {
 			data := legacyOptions(lowerDir, opts, sep, v)
-			err := unix.Mount("composefs", target, "overlay", mountFlags(opts)|unix.MS_SILENT, data)
+			err := unix.Mount("composefs", target, "overlay", flags|unix.MS_SILENT, data)
 			if err == nil {
 				return nil
 			}

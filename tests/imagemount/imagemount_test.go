@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cfs-deploy/cfs-deploy/tests/mounttest"
+	"github.com/cfs-deploy/cfs-deploy/tests/treecmp"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,14 +35,10 @@ func TestImageMount(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (mount, mknod, chown, trusted.* xattrs)")
 	}
-	for _, fs := range []string{"erofs", "overlay"} {
-		if !kernelHas(fs) {
-			t.Skipf("the kernel has no %s filesystem", fs)
-		}
-	}
+	mounttest.SkipUnlessKernelHas(t, "erofs", "overlay")
 	var uts unix.Utsname
 	if unix.Uname(&uts) == nil {
-		t.Logf("kernel %s; SELinux labels ignored: %v", unix.ByteSliceToString(uts.Release[:]), selinuxEnabled)
+		t.Logf("kernel %s; SELinux labels ignored: %v", unix.ByteSliceToString(uts.Release[:]), treecmp.SELinuxEnabled)
 	}
 	start := time.Now()
 	work := t.TempDir()
@@ -130,8 +128,11 @@ func checkImage(t *testing.T, bin string, src *source, hardlinks bool) {
 	start = time.Now()
 	checkStubs(t, src, meta, mnt)
 	checkRaw(t, src, meta, objects)
-	c := &comparison{t: t, src: src, mnt: mnt, hardlinks: hardlinks}
-	n := c.compare()
+	n := treecmp.Compare(t, src.dir, mnt, treecmp.Options{
+		HardLinksDropped: !hardlinks,
+		Whiteouts:        src.whiteouts,
+		EscapedXattrs:    src.escaped,
+	})
 	t.Logf("compared %d entries in %v", n, time.Since(start).Round(time.Millisecond))
 }
 
@@ -232,19 +233,19 @@ func checkStubs(t *testing.T, src *source, meta, mnt string) {
 		}
 	}
 	slices.Sort(want)
-	got, err := readNamesErr(meta)
+	got, err := treecmp.ReadNames(meta)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(got, want) {
-		t.Errorf("EROFS mount root: only there %v, missing %v", quoteAll(minus(got, want)), quoteAll(minus(want, got)))
+		t.Errorf("EROFS mount root: only there %v, missing %v", treecmp.QuoteAll(treecmp.OnlyIn(got, want)), treecmp.QuoteAll(treecmp.OnlyIn(want, got)))
 	}
-	got, err = readNamesErr(mnt)
+	got, err = treecmp.ReadNames(mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(got, srcNames) {
-		t.Errorf("overlay root: only there %v, missing %v", quoteAll(minus(got, srcNames)), quoteAll(minus(srcNames, got)))
+		t.Errorf("overlay root: only there %v, missing %v", treecmp.QuoteAll(treecmp.OnlyIn(got, srcNames)), treecmp.QuoteAll(treecmp.OnlyIn(srcNames, got)))
 	}
 	if stubs != 255 {
 		t.Errorf("%d stubs, want 255 (the source root has an entry 0a)", stubs)
@@ -264,7 +265,7 @@ func checkRaw(t *testing.T, src *source, meta, objects string) {
 		rel, _ := filepath.Rel(src.dir, p)
 		raw := filepath.Join(meta, rel)
 		if slices.Contains(src.whiteouts, rel) {
-			x, err := xattrs(raw)
+			x, err := treecmp.Xattrs(raw)
 			if err != nil {
 				t.Errorf("EROFS mount: %v", err)
 				return nil
@@ -274,7 +275,7 @@ func checkRaw(t *testing.T, src *source, meta, objects string) {
 				t.Errorf("EROFS mount: %s: escaped whiteout should be a regular file (mode %#o, %v)", rel, st.Mode, err)
 			}
 			if _, ok := x["trusted.overlay.overlay.whiteout"]; !ok {
-				t.Errorf("EROFS mount: %s: no trusted.overlay.overlay.whiteout (xattrs:%s)", rel, fmtXattrs(x))
+				t.Errorf("EROFS mount: %s: no trusted.overlay.overlay.whiteout (xattrs:%s)", rel, treecmp.FormatXattrs(x))
 			}
 			return nil
 		}
@@ -285,7 +286,7 @@ func checkRaw(t *testing.T, src *source, meta, objects string) {
 		if err != nil {
 			return err
 		}
-		x, err := xattrs(raw)
+		x, err := treecmp.Xattrs(raw)
 		if err != nil {
 			t.Errorf("EROFS mount: %v", err)
 			return nil
@@ -298,36 +299,36 @@ func checkRaw(t *testing.T, src *source, meta, objects string) {
 			return nil
 		}
 		if st.Size != int64(len(content)) {
-			t.Errorf("EROFS mount: %s: size %d, want %d", quote(rel), st.Size, len(content))
+			t.Errorf("EROFS mount: %s: size %d, want %d", treecmp.Quote(rel), st.Size, len(content))
 		}
 		checked++
 		if len(content) <= inlineMax {
 			if hasRedirect || hasMetacopy {
-				t.Errorf("EROFS mount: %s: a %d-byte file should be inline, has redirect %q metacopy %v", quote(rel), len(content), redirect, hasMetacopy)
+				t.Errorf("EROFS mount: %s: a %d-byte file should be inline, has redirect %q metacopy %v", treecmp.Quote(rel), len(content), redirect, hasMetacopy)
 			}
 			if got, err := os.ReadFile(raw); err != nil || !bytes.Equal(got, content) {
-				t.Errorf("EROFS mount: %s: inline content differs (%v)", quote(rel), err)
+				t.Errorf("EROFS mount: %s: inline content differs (%v)", treecmp.Quote(rel), err)
 			}
 			return nil
 		}
 		if !hasRedirect || !hasMetacopy {
-			t.Errorf("EROFS mount: %s: external file without redirect or metacopy (xattrs:%s)", quote(rel), fmtXattrs(x))
+			t.Errorf("EROFS mount: %s: external file without redirect or metacopy (xattrs:%s)", treecmp.Quote(rel), treecmp.FormatXattrs(x))
 			return nil
 		}
 		obj := strings.TrimPrefix(redirect, "/")
 		if !objectName.MatchString(obj) || !strings.HasPrefix(redirect, "/") {
-			t.Errorf("EROFS mount: %s: redirect %q is not /xx/<62 hex>", quote(rel), redirect)
+			t.Errorf("EROFS mount: %s: redirect %q is not /xx/<62 hex>", treecmp.Quote(rel), redirect)
 			return nil
 		}
 		// The metacopy xattr holds the fs-verity digest the path is named
 		// after: version 0, length 36, flags 0, SHA-256.
 		if len(metacopy) != 36 || metacopy[:4] != "\x00\x24\x00\x01" ||
 			hex.EncodeToString([]byte(metacopy[4:])) != strings.ReplaceAll(obj, "/", "") {
-			t.Errorf("EROFS mount: %s: metacopy %x does not match redirect %s", quote(rel), metacopy, redirect)
+			t.Errorf("EROFS mount: %s: metacopy %x does not match redirect %s", treecmp.Quote(rel), metacopy, redirect)
 		}
 		got, err := os.ReadFile(filepath.Join(objects, obj))
 		if err != nil || !bytes.Equal(got, content) {
-			t.Errorf("object %s for %s: content differs from the source (%v)", obj, quote(rel), err)
+			t.Errorf("object %s for %s: content differs from the source (%v)", obj, treecmp.Quote(rel), err)
 		}
 		return nil
 	})

@@ -1,7 +1,6 @@
 package imagemount
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -9,10 +8,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
+	"github.com/cfs-deploy/cfs-deploy/tests/treecmp"
 	"golang.org/x/sys/unix"
 )
 
@@ -388,25 +387,9 @@ func (b *builder) setTimes() {
 // readNames lists a directory, sorted, with names as raw bytes.
 func readNames(t *testing.T, dir string) []string {
 	t.Helper()
-	f, err := os.Open(dir)
+	names, err := treecmp.ReadNames(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		t.Fatalf("readdir %s: %v", dir, err)
-	}
-	slices.Sort(names)
 	return names
 }
-
-// quote shows a raw name readably.
-func quote(s string) string {
-	if bytes.ContainsFunc([]byte(s), func(r rune) bool { return r < ' ' || r == 0x7f }) || !isUTF8(s) {
-		return fmt.Sprintf("%q", s)
-	}
-	return s
-}
-
-func isUTF8(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cfs-deploy/cfs-deploy/tests/mounttest"
+	"github.com/cfs-deploy/cfs-deploy/tests/treecmp"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,7 +31,7 @@ func TestMountPointInTree(t *testing.T) {
 	if err := unix.Mount("tmpfs", tmp, "tmpfs", 0, "mode=0750,uid=12,gid=34"); err != nil {
 		t.Fatalf("mount tmpfs: %v", err)
 	}
-	t.Cleanup(func() { unmount(t, tmp) })
+	mounttest.UnmountLater(t, tmp)
 	writeFile(t, filepath.Join(tmp, "on-tmpfs"), strings.Repeat("t", 1000), 0o644)
 	os.Mkdir(filepath.Join(tmp, "subdir"), 0o755)
 	setAllTimes(t, src, 1700000000)
@@ -50,7 +52,7 @@ func TestMountPointInTree(t *testing.T) {
 	if strings.Join(names, " ") != "/before /tmp /zz" {
 		t.Errorf("root entries %q", names)
 	}
-	compareTrees(t, src, e.mount("main"), compareOptions{emptyDirs: map[string]bool{"tmp": true}})
+	treecmp.Compare(t, src, e.mount("main"), treecmp.Options{EmptyDirs: map[string]bool{"tmp": true}})
 
 	// The rule is documented where an operator looks.
 	help := strings.Join(strings.Fields(e.ok("commit", "--help")), " ")
@@ -106,7 +108,7 @@ func TestUnreadableFile(t *testing.T) {
 	if err := unix.Mount(sysfsFile, victim, "", unix.MS_BIND, ""); err != nil {
 		t.Skipf("bind mount %s: %v", sysfsFile, err)
 	}
-	t.Cleanup(func() { unmount(t, victim) })
+	mounttest.UnmountLater(t, victim)
 	if _, err := os.ReadFile(victim); err == nil {
 		t.Skip("the bind-mounted file is readable after all")
 	}
@@ -143,7 +145,7 @@ func TestNonUTF8Names(t *testing.T) {
 	setAllTimes(t, src, 1700000000)
 
 	dirCommit, _ := e.commit("dir", src)
-	compareTrees(t, src, e.mount("dir"), compareOptions{})
+	treecmp.Compare(t, src, e.mount("dir"), treecmp.Options{})
 	out := e.ok("ls", "-R", "dir")
 	if strings.Count(out, "\n") != 2*len(bad)+2 {
 		t.Errorf("ls -R lists %d entries, want %d:\n%s", strings.Count(out, "\n"), 2*len(bad)+2, out)
@@ -190,7 +192,7 @@ func TestDiskFull(t *testing.T) {
 	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
 		t.Skipf("mount -o loop: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { unmount(t, mnt) })
+	mounttest.UnmountLater(t, mnt)
 
 	e := newEnvAt(t, filepath.Join(mnt, "sysroot"))
 	small := filepath.Join(t.TempDir(), "small")

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cfs-deploy/cfs-deploy/tests/treecmp"
 	"golang.org/x/sys/unix"
 )
 
@@ -302,9 +303,9 @@ func TestGCKeepsReferenced(t *testing.T) {
 			t.Errorf("gc removed what a deployment references: %v", err)
 		}
 	}
-	compareTrees(t, dSrc, e.mount(dImage), compareOptions{})
-	compareTrees(t, fSrc, e.mount("main"), compareOptions{})
-	compareTrees(t, keepSrc, e.mount("keep"), compareOptions{})
+	treecmp.Compare(t, dSrc, e.mount(dImage), treecmp.Options{})
+	treecmp.Compare(t, fSrc, e.mount("main"), treecmp.Options{})
+	treecmp.Compare(t, keepSrc, e.mount("keep"), treecmp.Options{})
 	if out := e.ok("log", "main"); strings.Count(out, "commit ") != 1 {
 		t.Errorf("main keeps %d commits after gc --depth 1", strings.Count(out, "commit "))
 	}

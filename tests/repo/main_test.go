@@ -8,7 +8,6 @@
 package repo
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -21,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/cfs-deploy/cfs-deploy/tests/mounttest"
 )
 
 // bin is the cfs-deploy binary TestMain builds.
@@ -274,27 +273,7 @@ func needRoot(t *testing.T) {
 func needMount(t *testing.T) {
 	t.Helper()
 	needRoot(t)
-	for _, fs := range []string{"erofs", "overlay"} {
-		if !kernelHas(fs) {
-			t.Skipf("the kernel has no %s filesystem", fs)
-		}
-	}
-}
-
-func kernelHas(fs string) bool {
-	f, err := os.Open("/proc/filesystems")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 0 && fields[len(fields)-1] == fs {
-			return true
-		}
-	}
-	return false
+	mounttest.SkipUnlessKernelHas(t, "erofs", "overlay")
 }
 
 // mount mounts ref with `cfs-deploy mount` on a new directory and
@@ -306,64 +285,11 @@ func (e *env) mount(ref string) string {
 		e.t.Fatal(err)
 	}
 	e.ok("mount", ref, mnt)
-	e.t.Cleanup(func() { unmount(e.t, mnt) })
-	if !isMountPoint(mnt) {
+	mounttest.UnmountLater(e.t, mnt)
+	if !mounttest.IsMountPoint(mnt) {
 		e.t.Fatalf("cfs-deploy mount %s %s succeeded but nothing is mounted there", ref, mnt)
 	}
 	return mnt
-}
-
-func unmount(t *testing.T, dir string) {
-	for isMountPoint(dir) {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Logf("umount %s: %v; detaching lazily", dir, err)
-			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-				t.Errorf("umount %s: %v", dir, err)
-				return
-			}
-		}
-	}
-}
-
-// mounts returns the mount points of this mount namespace.
-func mounts() []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 {
-			out = append(out, unescapeMountinfo(f[4]))
-		}
-	}
-	return out
-}
-
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c byte
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
-				b.WriteByte(c)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isMountPoint(dir string) bool {
-	for _, m := range mounts() {
-		if m == dir {
-			return true
-		}
-	}
-	return false
 }
 
 // loopDevices lists the loop devices in use.

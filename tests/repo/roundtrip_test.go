@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cfs-deploy/cfs-deploy/tests/treecmp"
 )
 
 // TestRoundTrip commits a tree with every kind of entry from the
@@ -26,7 +28,7 @@ func TestRoundTrip(t *testing.T) {
 	start := time.Now()
 	dirCommit, dirImage := e.commit("dir", src, "--subject", "from a directory")
 	t.Logf("commit of the directory: %v", time.Since(start).Round(time.Millisecond))
-	n := compareTrees(t, src, e.mount("dir"), compareOptions{})
+	n := treecmp.Compare(t, src, e.mount("dir"), treecmp.Options{})
 	t.Logf("compared %d entries", n)
 	e.fsckClean()
 
@@ -61,7 +63,7 @@ func TestRoundTrip(t *testing.T) {
 		}
 		t.Logf("commit of GNU tar's stream: %v", time.Since(start).Round(time.Millisecond))
 		tarCommit, _ := parseCommit(t, out.String())
-		compareTrees(t, src, e.mount("tar"), compareOptions{})
+		treecmp.Compare(t, src, e.mount("tar"), treecmp.Options{})
 		// The two commits hold the same tree.
 		if d := e.ok("diff", dirCommit, tarCommit); d != "" {
 			t.Errorf("diff between the directory and the tar commit:\n%s", d)
@@ -84,7 +86,7 @@ func TestRoundTrip(t *testing.T) {
 		if img != dirImage {
 			t.Errorf("commit --from-dump of the image's dump wrote image %s, want the same image %s", img, dirImage)
 		}
-		compareTrees(t, src, e.mount("dump"), compareOptions{})
+		treecmp.Compare(t, src, e.mount("dump"), treecmp.Options{})
 
 		// Into a repository without the objects: refused, nothing moves.
 		other := newEnv(t)
@@ -204,7 +206,7 @@ func TestRoundTripGoTar(t *testing.T) {
 	if out, err := exec.Command("tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", stream, "-C", ref).CombinedOutput(); err != nil {
 		t.Fatalf("tar -x: %v\n%s", err, out)
 	}
-	compareTrees(t, ref, mnt, compareOptions{})
+	treecmp.Compare(t, ref, mnt, treecmp.Options{})
 
 	// And a few facts straight from the stream.
 	var st1, st2 os.FileInfo
@@ -216,7 +218,7 @@ func TestRoundTripGoTar(t *testing.T) {
 	if l, _ := os.Readlink(filepath.Join(mnt, "abs-symlink")); l != "/"+strings.Repeat("t", 150) {
 		t.Errorf("absolute symlink reads %q", l)
 	}
-	x, err := listXattrs(filepath.Join(mnt, longName))
+	x, err := treecmp.Xattrs(filepath.Join(mnt, longName))
 	if err != nil || x["user.k"] != "v" || x["trusted.t"] != "\x00\xff" || x["security.s"] != "sec" {
 		t.Errorf("xattrs %q (%v)", x, err)
 	}

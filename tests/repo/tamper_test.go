@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/tests/mounttest"
 )
 
 // tamperEnv is a repository with one commit on main of a small tree with
@@ -154,7 +156,7 @@ func TestTamperImage(t *testing.T) {
 
 	// mount refuses it, by branch and by image digest, and leaves
 	// nothing mounted.
-	before, loopsBefore := mounts(), loopDevices()
+	before, loopsBefore := mounttest.Mounts(), loopDevices()
 	for _, ref := range []string{"main", image} {
 		mnt := filepath.Join(t.TempDir(), "mnt")
 		os.Mkdir(mnt, 0o755)
@@ -162,12 +164,12 @@ func TestTamperImage(t *testing.T) {
 		if !strings.Contains(r.stderr, "digest mismatch") || !strings.Contains(r.stderr, image) {
 			t.Errorf("mount %s of a tampered image: %q should report a digest mismatch for %s", ref, r.stderr, image)
 		}
-		if isMountPoint(mnt) {
-			unmount(t, mnt)
+		if mounttest.IsMountPoint(mnt) {
+			mounttest.Unmount(t, mnt)
 			t.Errorf("mount %s of a tampered image left %s mounted", ref, mnt)
 		}
 	}
-	if after := mounts(); !slices.Equal(before, after) {
+	if after := mounttest.Mounts(); !slices.Equal(before, after) {
 		t.Errorf("mount table changed by refused mounts:\nbefore %q\nafter  %q", before, after)
 	}
 	if after := loopDevices(); !slices.Equal(loopsBefore, after) {

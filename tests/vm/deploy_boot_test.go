@@ -288,13 +288,7 @@ func (f *fixture) testTamperedObject(t *testing.T) {
 		disk := f.diskCopy(t, in)
 		forged := append([]byte(nil), f.files[victim].data...)
 		forged[offset] ^= 0xff
-		src := filepath.Join(t.TempDir(), "forged")
-		if err := os.WriteFile(src, forged, 0o444); err != nil {
-			t.Fatal(err)
-		}
-		if err := vmtest.ReplaceFileInExt4(disk, obj, src); err != nil {
-			t.Fatal(err)
-		}
+		replaceOnDisk(t, disk, obj, forged)
 		vm := f.boot(t, disk, in, "", "cfstest.read="+victim+",/usr/share/test/medium.txt")
 		out := f.waitDone(t, vm, in)
 		if got, want := consoleLine(out, "cfstest: read "+victim+":"), "cfstest: read "+victim+": error after 0 bytes: input/output error"; got != want {
@@ -339,6 +333,20 @@ func (f *fixture) imageTamper(t *testing.T, in *install) imageTamper {
 	tm.forged = append([]byte(nil), b...)
 	tm.forged[i] ^= tinyMask
 	return tm
+}
+
+// replaceOnDisk replaces the file p of the disk image's ext4 by a new file
+// holding content, as someone with the disk offline could: the new file
+// has no fs-verity.
+func replaceOnDisk(t *testing.T, disk, p string, content []byte) {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "forged")
+	if err := os.WriteFile(src, content, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := vmtest.ReplaceFileInExt4(disk, p, src); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (f *fixture) testTamperedImage(t *testing.T) {
@@ -388,13 +396,7 @@ func (f *fixture) testTamperedImage(t *testing.T) {
 	// The same change written offline: the new file has no fs-verity.
 	t.Run("replaced-without-verity", func(t *testing.T) {
 		disk := f.diskCopy(t, in)
-		src := filepath.Join(t.TempDir(), "forged")
-		if err := os.WriteFile(src, tm.forged, 0o444); err != nil {
-			t.Fatal(err)
-		}
-		if err := vmtest.ReplaceFileInExt4(disk, tm.obj, src); err != nil {
-			t.Fatal(err)
-		}
+		replaceOnDisk(t, disk, tm.obj, tm.forged)
 		vm := f.boot(t, disk, in, "", "cfstest.read=/usr/share/test/tiny.txt")
 		f.expectRefused(t, vm, in, in.image, "fs-verity is not enabled")
 	})
@@ -454,13 +456,7 @@ func (f *fixture) testInsecure(t *testing.T) {
 	t.Run("tampered-image", func(t *testing.T) {
 		disk := f.diskCopy(t, in)
 		tm := f.imageTamper(t, in)
-		src := filepath.Join(t.TempDir(), "forged")
-		if err := os.WriteFile(src, tm.forged, 0o444); err != nil {
-			t.Fatal(err)
-		}
-		if err := vmtest.ReplaceFileInExt4(disk, tm.obj, src); err != nil {
-			t.Fatal(err)
-		}
+		replaceOnDisk(t, disk, tm.obj, tm.forged)
 		vm := f.boot(t, disk, in, "", "cfstest.read=/usr/share/test/tiny.txt")
 		f.expectRefused(t, vm, in, in.image, verity.DigestBytes(tm.forged).String())
 	})
