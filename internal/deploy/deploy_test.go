@@ -526,3 +526,21 @@ func TestRolloutRefusesUnbootable(t *testing.T) {
 		t.Fatalf("refused rollout left entries: %v", ents)
 	}
 }
+
+// TestRolloutKeepsStateroot: a deployment's stateroot is fixed when it is
+// created; asking for another one later is refused, not silently ignored.
+func TestRolloutKeepsStateroot(t *testing.T) {
+	f := newFixture(t)
+	f.commit("os", "1.0")
+	if _, err := f.rollout("os"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Rollout(Options{Repo: f.r, Sysroot: f.sysroot, BootDir: f.boot, Ref: "os",
+		Root: "/dev/vda", Init: f.init, AllowInsecure: true, Stateroot: "other"})
+	if err == nil || !strings.Contains(err.Error(), `stateroot "default"`) {
+		t.Fatalf("second rollout with another stateroot: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(f.sysroot, "state", "os", "other")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("refused rollout created the other stateroot: %v", err)
+	}
+}

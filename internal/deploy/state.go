@@ -133,7 +133,19 @@ func removeStaleTemps(sysroot, bootDir string) {
 func ensureDeployment(r *repo.Repo, root *erofs.Node, sysroot string, img verity.Digest, o Origin, u *undo) (string, bool, error) {
 	dir := StateDir(sysroot, img)
 	if exists, err := existingDir(dir); exists || err != nil {
-		return dir, false, err
+		if err != nil {
+			return dir, false, err
+		}
+		// cfs-init binds the stateroot the origin names; a different one
+		// asked for now would be reported but never used.
+		prev, err := ReadOrigin(dir)
+		if err != nil {
+			return dir, false, fmt.Errorf("existing deployment: %w", err)
+		}
+		if prev.Stateroot != o.Stateroot {
+			return dir, false, fmt.Errorf("image %s is already deployed with stateroot %q; it cannot also use %q", img, prev.Stateroot, o.Stateroot)
+		}
+		return dir, false, nil
 	}
 	tmp, err := stagingDir(dir, img.String()[:12]+"-", u)
 	if err != nil {
