@@ -70,11 +70,10 @@ var (
 	ErrNotDirectory = errors.New("not a directory")
 )
 
-func (n *Node) Type() uint32     { return n.Mode & ModeTypeMask }
-func (n *Node) IsDir() bool      { return n.Type() == ModeDir }
-func (n *Node) IsRegular() bool  { return n.Type() == ModeReg }
-func (n *Node) IsSymlink() bool  { return n.Type() == ModeSymlink }
-func (n *Node) IsHardlink() bool { return n.LinkTo != nil }
+func (n *Node) Type() uint32    { return n.Mode & ModeTypeMask }
+func (n *Node) IsDir() bool     { return n.Type() == ModeDir }
+func (n *Node) IsRegular() bool { return n.Type() == ModeReg }
+func (n *Node) IsSymlink() bool { return n.Type() == ModeSymlink }
 
 // IsWhiteout reports whether n is an overlayfs whiteout: a character device
 // with device number 0/0.

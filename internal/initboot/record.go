@@ -1,7 +1,6 @@
 package initboot
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -77,25 +76,6 @@ func writeBootRecord(runDir string, r *BootRecord) error {
 		return err
 	}
 	return os.Rename(tmp, p)
-}
-
-// ReadBootRecord reads the record cfs-init left in runDir (normally
-// /run). A system not booted by cfs-init has none: the error then wraps
-// fs.ErrNotExist.
-func ReadBootRecord(runDir string) (*BootRecord, error) {
-	p := filepath.Join(runDir, BootRecordPath)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return nil, err
-	}
-	var r BootRecord
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	if r.Digest == "" {
-		return nil, fmt.Errorf("%s: no digest", p)
-	}
-	return &r, nil
 }
 
 // summary is the one line always printed when the boot goes ahead.

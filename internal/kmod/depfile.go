@@ -49,12 +49,3 @@ func WriteLoadList(w io.Writer, mods []Module) error {
 	}
 	return bw.Flush()
 }
-
-// LoadList returns the load list of mods as a byte slice (see WriteLoadList).
-func LoadList(mods []Module) ([]byte, error) {
-	var b strings.Builder
-	if err := WriteLoadList(&b, mods); err != nil {
-		return nil, err
-	}
-	return []byte(b.String()), nil
-}

@@ -71,18 +71,12 @@ var aliasFallback = map[string][]string{
 	"crc64_rocksoft": {"crc64_rocksoft_generic"},
 }
 
-// Resolve returns the modules to load for want (module names; '-' and '_'
+// ResolveWith returns the modules to load for want (module names; '-' and '_'
 // are the same), with everything they need, in load order. modDir is a
 // module directory such as <root>/usr/lib/modules/<kver>. Built-in modules
 // are left out; a name that is neither in the tree nor built in is an
 // error. The order is deterministic and the same whether or not depmod's
 // files exist.
-func Resolve(modDir string, want []string) ([]Module, error) {
-	res, err := ResolveWith(modDir, want, ResolveOptions{})
-	return res.Modules, err
-}
-
-// ResolveWith is Resolve with options and the full Result.
 //
 // Softdeps: for each "pre:" entry of a selected module (a module name or an
 // alias), the selected modules that provide it load before it. If none of
