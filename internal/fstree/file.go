@@ -1,7 +1,6 @@
 package fstree
 
 import (
-	"encoding/hex"
 	"os"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
@@ -135,14 +134,5 @@ func (w *worker) setDigest(n *erofs.Node, d verity.Digest) {
 	n.Digest = w.digests[:len(d):len(d)]
 	w.digests = w.digests[len(d):]
 	copy(n.Digest, d[:])
-	n.Payload = objectPath(d)
-}
-
-// objectPath is d.ObjectPath(), "xx/" and 62 hex digits.
-func objectPath(d verity.Digest) string {
-	var b [2*len(d) + 1]byte
-	hex.Encode(b[:2], d[:1])
-	b[2] = '/'
-	hex.Encode(b[3:], d[1:])
-	return string(b[:])
+	n.Payload = d.ObjectPath()
 }

@@ -43,8 +43,12 @@ func (d Digest) String() string {
 // the first byte in hex as a fan-out directory, then the remaining 62 hex
 // characters as the file name.
 func (d Digest) ObjectPath() string {
-	s := d.String()
-	return s[:2] + "/" + s[2:]
+	// One allocation: the scanner calls this for every file of a tree.
+	var b [2*len(d) + 1]byte
+	hex.Encode(b[:2], d[:1])
+	b[2] = '/'
+	hex.Encode(b[3:], d[1:])
+	return string(b[:])
 }
 
 // ParseDigest parses 64 hex characters (either case) into a Digest.
