@@ -155,7 +155,7 @@ func (r *Repo) resolveBase(name string) (verity.Digest, error) {
 		}
 	}
 	if d, err := verity.ParseDigest(name); err == nil {
-		if _, err := os.Lstat(filepath.Join(r.Path, commitsDir, d.String())); err == nil {
+		if r.hasCommit(d) {
 			return d, nil
 		}
 		return d, fmt.Errorf("%s: %w", name, ErrNoCommit)

@@ -118,8 +118,7 @@ func (r *Repo) checkTreeObjects(root *erofs.Node, lookup bool) (Stats, error) {
 		if len(n.Digest) != 32 {
 			return fmt.Errorf("%s: external file without a digest", n.Path())
 		}
-		var d verity.Digest
-		copy(d[:], n.Digest)
+		d := verity.Digest(n.Digest)
 		if n.Payload != d.ObjectPath() {
 			return fmt.Errorf("%s: payload %q does not name the object of its digest", n.Path(), n.Payload)
 		}
@@ -202,8 +201,7 @@ func (r *Repo) fileObject(n *erofs.Node) (verity.Digest, error) {
 	if len(n.Digest) != 32 {
 		return verity.Digest{}, fmt.Errorf("no digest recorded")
 	}
-	var d verity.Digest
-	copy(d[:], n.Digest)
+	d := verity.Digest(n.Digest)
 	return d, nil
 }
 
@@ -220,8 +218,7 @@ func (r *Repo) ReadFile(n *erofs.Node) (*os.File, []byte, error) {
 	if len(t.Digest) != 32 {
 		return nil, nil, fmt.Errorf("%s: no digest recorded", n.Path())
 	}
-	var d verity.Digest
-	copy(d[:], t.Digest)
+	d := verity.Digest(t.Digest)
 	f, err := r.OpenObject(d)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: object %s: %w", n.Path(), d, err)

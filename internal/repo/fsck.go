@@ -120,7 +120,7 @@ func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
 		}
 		if _, ok := sizes[id]; !ok {
 			problem(r.branchPath(b), "branch %s points at commit %s, which does not exist", b, id)
-		} else if _, err := os.Lstat(filepath.Join(r.Path, commitsDir, id.String())); err != nil {
+		} else if !r.hasCommit(id) {
 			problem(r.branchPath(b), "branch %s points at %s, which is not an indexed commit", b, id)
 		}
 	}
@@ -201,8 +201,7 @@ func (r *Repo) checkImage(d verity.Digest, sizes map[verity.Digest]int64, proble
 			ok = false
 			return nil
 		}
-		var od verity.Digest
-		copy(od[:], n.Digest)
+		od := verity.Digest(n.Digest)
 		size, present := sizes[od]
 		switch {
 		case !present:
@@ -232,7 +231,7 @@ func (r *Repo) checkCommit(id verity.Digest, sizes map[verity.Digest]int64, good
 		problem(link, "image %s is missing or damaged", c.Image)
 	}
 	if p, ok := c.ParentDigest(); ok && !shallow[id] {
-		if _, err := os.Lstat(filepath.Join(r.Path, commitsDir, p.String())); err != nil {
+		if !r.hasCommit(p) {
 			problem(link, "parent commit %s is missing", p)
 		}
 	}

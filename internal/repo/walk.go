@@ -91,8 +91,7 @@ func (r *Repo) otherTemps() ([]string, error) {
 func treeObjects(root *erofs.Node, into map[verity.Digest]bool) {
 	erofs.Walk(root, func(n *erofs.Node) error {
 		if n.LinkTo == nil && n.IsExternal() && len(n.Digest) == 32 {
-			var d verity.Digest
-			copy(d[:], n.Digest)
+			d := verity.Digest(n.Digest)
 			into[d] = true
 		}
 		return nil
