@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
@@ -323,40 +322,11 @@ func treeNode(root *erofs.Node, p string) *erofs.Node {
 
 // checkBootable makes sure everything the booted system will open is in
 // the repository: the image under images/ (cfs-init's only way to it) and
-// every object the tree references, with fs-verity in a secure repository.
-// A rollout that passed this cannot make an entry that fails at boot for
-// want of content.
+// every object the tree references. A rollout that passed this cannot make
+// an entry that fails at boot for want of content.
 func checkBootable(r *repo.Repo, img verity.Digest, root *erofs.Node) error {
 	if !r.HasImage(img) {
 		return fmt.Errorf("image %s is not indexed under %s", img, r.ImagePath(img))
 	}
-	var missing []string
-	seen := map[verity.Digest]bool{}
-	err := erofs.Walk(root, func(n *erofs.Node) error {
-		if n.LinkTo != nil || !n.IsExternal() || len(n.Digest) != 32 {
-			return nil
-		}
-		d := verity.Digest(n.Digest)
-		if seen[d] {
-			return nil
-		}
-		seen[d] = true
-		f, err := r.OpenObject(d) // measures fs-verity in a secure repository
-		if err != nil {
-			missing = append(missing, fmt.Sprintf("%s (%s: %v)", n.Path(), d.ObjectPath(), err))
-			return nil
-		}
-		return f.Close()
-	})
-	if err != nil {
-		return err
-	}
-	if len(missing) > 0 {
-		show := missing
-		if len(show) > 5 {
-			show = show[:5]
-		}
-		return fmt.Errorf("%d files of the tree have no usable object (run cfs-deploy fsck), e.g. %s", len(missing), strings.Join(show, "; "))
-	}
-	return nil
+	return r.CheckObjects(root)
 }

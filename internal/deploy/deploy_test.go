@@ -519,7 +519,7 @@ func TestRolloutRefusesUnbootable(t *testing.T) {
 	if err := os.Remove(victim); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.rollout("os"); err == nil || !strings.Contains(err.Error(), "no usable object") {
+	if _, err := f.rollout("os"); err == nil || !strings.Contains(err.Error(), "missing from the repository") {
 		t.Fatalf("rollout with a missing object: %v", err)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(f.boot, "loader", "entries")); len(ents) != 0 {

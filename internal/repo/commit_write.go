@@ -103,6 +103,14 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 	return &CommitResult{ID: id, Image: img, Commit: c}, nil
 }
 
+// CheckObjects makes sure every object root references is in the
+// repository (with fs-verity, in a secure repository): what a deployment
+// of the tree will open.
+func (r *Repo) CheckObjects(root *erofs.Node) error {
+	_, err := r.checkTreeObjects(root, true)
+	return err
+}
+
 // checkTreeObjects counts root's objects and checks their names; with
 // lookup it also makes sure every one is present in the repository, so no
 // commit can reference missing content.
