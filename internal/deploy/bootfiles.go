@@ -7,13 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"hash"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/initramfs"
@@ -79,9 +78,6 @@ func installBootFiles(r *repo.Repo, c *repo.Commit, tfs fs.FS, opts Options, u *
 		}
 		logf(opts.Log, "initramfs %s: %d bytes, %d modules", bf.initramfs.abs, bf.manifest.Size, len(bf.manifest.Modules))
 	}
-	if err := syncDir(dir); err != nil {
-		return nil, err
-	}
 	return bf, nil
 }
 
@@ -128,16 +124,10 @@ func installObject(r *repo.Repo, d verity.Digest, dir, name string, u *undo) (bo
 // stores it under the first 16 hex digits of its SHA-256: the same commit
 // and cfs-init give the same bytes, so repeated rollouts share one file.
 func buildInitramfs(tfs fs.FS, opts Options, kver, dir string, u *undo) (bootFile, *initramfs.Manifest, error) {
-	init := opts.Init
-	if init == "" {
-		var err error
-		if init, err = FindInit(); err != nil {
-			return bootFile{}, nil, fmt.Errorf("the commit has no initramfs.img and one cannot be built: %w", err)
-		}
-	}
+	// Rollout found cfs-init (opts.Init) before writing anything.
 	var buf bytes.Buffer
 	m, err := initramfs.Build(&buf, initramfs.Options{
-		Init: init, KernelVersion: kver, FS: tfs, Extra: opts.Modules, Compression: opts.Compression,
+		Init: opts.Init, KernelVersion: kver, FS: tfs, Extra: opts.Modules, Compression: opts.Compression,
 	})
 	if err != nil {
 		return bootFile{}, nil, fmt.Errorf("build initramfs: %w", err)
@@ -196,45 +186,22 @@ func sha256File(f *os.File) ([]byte, error) {
 	return h.Sum(nil), nil
 }
 
-// writeBootFile writes dir/name through a temporary file that is synced
-// before the rename, so the name never holds partial content. A file of
-// that name with other content (damaged: names are content hashes) is
-// replaced. The temporary file is created with its final mode because
-// chmod fails on FAT (the ESP).
-func writeBootFile(dir, name string, fill func(io.Writer) error) (err error) {
-	var f *os.File
-	var tmp string
-	for range 100 {
-		tmp = filepath.Join(dir, "."+name+".tmp-"+strconv.FormatUint(rand.Uint64(), 36))
-		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if !errors.Is(err, os.ErrExist) {
-			break
-		}
-	}
+// writeBootFile writes dir/name atomically (temporary file, fsync,
+// rename, directory fsync), so the name never holds partial content. A
+// file of that name with other content (damaged: names are content
+// hashes) is replaced.
+func writeBootFile(dir, name string, fill func(io.Writer) error) error {
+	f, err := atomicfile.Create(filepath.Join(dir, name), 0o644)
 	if err != nil {
-		return fmt.Errorf("create temporary file for %s: %w", filepath.Join(dir, name), err)
+		return err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
+	defer f.Abort()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	if err := fill(bw); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
+		return fmt.Errorf("write %s: %w", f.Name(), err)
 	}
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
+		return fmt.Errorf("write %s: %w", f.Name(), err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename %s: %w", tmp, err)
-	}
-	return nil
+	return f.Commit()
 }

@@ -196,7 +196,7 @@ func restoreEntry(dir, id string, old []entryFile) error {
 			}
 		}
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // setDefault makes the entry id the default in loader.conf, keeping the

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -238,7 +239,7 @@ func publish(tmp, dest string) error {
 	if err := os.Rename(tmp, dest); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(dest))
+	return atomicfile.SyncDir(filepath.Dir(dest))
 }
 
 // checkoutOrEmpty checks out n at dest, or makes an empty directory when

@@ -21,19 +21,6 @@ func syncFS(path string) error {
 	return nil
 }
 
-// syncDir makes the entries created, renamed or removed in dir durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
-}
-
 // sameDir reports whether a and b are the same directory.
 func sameDir(a, b string) (bool, error) {
 	fa, err := os.Stat(a)
