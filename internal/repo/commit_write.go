@@ -3,6 +3,7 @@ package repo
 import (
 	"errors"
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -91,7 +92,7 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 		return nil, err
 	}
 	for _, d := range []string{imagesDir, commitsDir} {
-		if err := syncDir(filepath.Join(r.Path, d)); err != nil {
+		if err := atomicfile.SyncDir(filepath.Join(r.Path, d)); err != nil {
 			return nil, fmt.Errorf("sync repository: %w", err)
 		}
 	}

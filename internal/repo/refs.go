@@ -90,7 +90,7 @@ func (r *Repo) DeleteBranch(name string) error {
 		}
 		return err
 	}
-	return syncDir(filepath.Dir(r.branchPath(name)))
+	return atomicfile.SyncDir(filepath.Dir(r.branchPath(name)))
 }
 
 // Branches lists branch names, sorted.

@@ -3,6 +3,7 @@ package repo
 import (
 	"errors"
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"os"
 	"path/filepath"
 
@@ -129,7 +130,7 @@ func writeMeta(path string, m Meta, secure bool) error {
 	if err := os.Rename(tmp.Name(), filepath.Join(path, metaFile)); err != nil {
 		return err
 	}
-	return syncDir(path)
+	return atomicfile.SyncDir(path)
 }
 
 // OpenOptions controls Open.
@@ -274,13 +275,4 @@ func flock(f *os.File, how int) error {
 			return err
 		}
 	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -125,9 +125,9 @@ func (t *TreeFS) Open(name string) (fs.File, error) {
 	case info.n.IsDir():
 		return &treeDir{info: info, fsys: t, dir: info.n}, nil
 	case info.n.IsRegular():
-		rd, err := t.openContent(name, info.n)
+		rd, err := t.r.openContent(info.n)
 		if err != nil {
-			return nil, err
+			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}
 		return &treeFile{info: info, rd: rd}, nil
 	}
@@ -207,19 +207,36 @@ type nopCloser struct{ *bytes.Reader }
 
 func (nopCloser) Close() error { return nil }
 
+// OpenContent opens the content of the regular file n (or of a hard
+// link's target) to be read from start to end. In a secure repository an
+// object is the file itself, whose every read the kernel checks; in an
+// insecure one the reader hashes what it reads, and the read that
+// completes the content fails with a *verity.MismatchError if it is not
+// what the tree names.
+func (r *Repo) OpenContent(n *erofs.Node) (io.ReadCloser, error) {
+	t := n.Target()
+	if !t.IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", n.Path())
+	}
+	rd, err := r.openContent(t)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", n.Path(), err)
+	}
+	return rd, nil
+}
+
 // openContent opens the content of regular file n (a hard link's target).
-func (t *TreeFS) openContent(name string, n *erofs.Node) (contentReader, error) {
+func (r *Repo) openContent(n *erofs.Node) (contentReader, error) {
 	if !n.IsExternal() {
 		return nopCloser{bytes.NewReader(n.Content)}, nil
 	}
 	if len(n.Digest) != 32 {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("no digest recorded for the file's object")}
+		return nil, errors.New("no digest recorded for the file's object")
 	}
-	var d verity.Digest
-	copy(d[:], n.Digest)
-	f, err := t.r.OpenObject(d)
+	d := verity.Digest(n.Digest)
+	f, err := r.OpenObject(d)
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("object %s: %w", d, err)}
+		return nil, fmt.Errorf("object %s: %w", d, err)
 	}
 	st, err := f.Stat()
 	if err == nil && st.Size() != int64(n.Size) {
@@ -227,21 +244,21 @@ func (t *TreeFS) openContent(name string, n *erofs.Node) (contentReader, error) 
 	}
 	if err != nil {
 		f.Close()
-		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		return nil, err
 	}
-	of := &checkedObject{File: f, want: d, size: int64(n.Size)}
-	if !t.r.Secure {
-		of.h = verity.NewHasher()
+	if r.Secure {
+		return f, nil // the kernel checks every read
 	}
-	return of, nil
+	return &checkedObject{f: f, want: d, size: int64(n.Size), h: verity.NewHasher()}, nil
 }
 
-// checkedObject reads an object. With h set (insecure repositories) it hashes
-// what sequential reads return and checks the digest when the last byte
-// has been read; a seek elsewhere stops the check, since the bytes would
-// no longer be seen in order.
+// checkedObject reads an object of an insecure repository. It hashes what
+// sequential reads return and checks the digest when the last byte has
+// been read; a seek elsewhere stops the check (h becomes nil), since the
+// bytes would no longer be seen in order. The file is not embedded: its
+// WriteTo would let io.Copy read past the check.
 type checkedObject struct {
-	*os.File
+	f      *os.File
 	want   verity.Digest
 	size   int64
 	h      *verity.Hasher
@@ -249,7 +266,7 @@ type checkedObject struct {
 }
 
 func (o *checkedObject) Read(p []byte) (int, error) {
-	n, err := o.File.Read(p)
+	n, err := o.f.Read(p)
 	if o.h != nil && n > 0 {
 		o.h.Write(p[:n])
 		o.hashed += int64(n)
@@ -257,7 +274,7 @@ func (o *checkedObject) Read(p []byte) (int, error) {
 			got := o.h.Sum()
 			o.h = nil
 			if got != o.want {
-				return n, &verity.MismatchError{Path: o.Name(), Want: o.want, Got: got}
+				return n, &verity.MismatchError{Path: o.f.Name(), Want: o.want, Got: got}
 			}
 		}
 	}
@@ -265,12 +282,15 @@ func (o *checkedObject) Read(p []byte) (int, error) {
 }
 
 func (o *checkedObject) Seek(offset int64, whence int) (int64, error) {
-	pos, err := o.File.Seek(offset, whence)
+	pos, err := o.f.Seek(offset, whence)
 	if err == nil && pos != o.hashed {
 		o.h = nil
 	}
 	return pos, err
 }
+
+func (o *checkedObject) ReadAt(p []byte, off int64) (int, error) { return o.f.ReadAt(p, off) }
+func (o *checkedObject) Close() error                            { return o.f.Close() }
 
 // treeFile is an open regular file (or a device, fifo or socket, which
 // read as empty).
