@@ -19,7 +19,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -98,7 +97,7 @@ type Entry struct {
 	Path   string      // without leading '/'
 	Mode   fs.FileMode // type and permission bits
 	Size   int64       // data size (symlink: target length)
-	Source string      // host file it was copied from (with Options.FS, the path in FS); "" when generated
+	Source string      // file it was copied from: a module's path in the modules tree (ModulesTree or FS), else a host path; "" when generated
 	Target string      // symlink target
 	Major  uint32      // device numbers of a device node
 	Minor  uint32
@@ -109,7 +108,7 @@ type entry struct {
 	name         string // clean, relative
 	mode         uint32 // unix st_mode
 	data         []byte // generated content or symlink target
-	src          string // host file, when not generated
+	src          string // file copied, when not generated
 	fsys         fs.FS  // if set, src is a path in it instead of on the host
 	size         int64
 	major, minor uint32
@@ -176,7 +175,16 @@ func Build(w io.Writer, opts Options) (Manifest, error) {
 		}
 	}
 
-	if err := addModules(im, &m, opts); err != nil {
+	// A host tree is read through os.DirFS, like a tree in opts.FS: one
+	// code path, and the same bytes either way.
+	fsys, tree := opts.FS, "the tree"
+	if opts.ModulesTree != "" {
+		if fsys != nil {
+			return m, errors.New("initramfs: give ModulesTree or FS, not both")
+		}
+		fsys, tree = os.DirFS(opts.ModulesTree), opts.ModulesTree
+	}
+	if err := addModules(im, &m, opts, fsys, tree); err != nil {
 		return m, err
 	}
 
@@ -239,8 +247,9 @@ func regularFile(fsys fs.FS, src, name string) (*entry, error) {
 	return &entry{name: name, mode: modeReg | uint32(fi.Mode().Perm()), src: src, fsys: fsys, size: fi.Size()}, nil
 }
 
-// findModDirFS is findModDir for a tree in fsys; dir is a path in fsys.
-func findModDirFS(fsys fs.FS, kver string) (dir, version string, err error) {
+// findModDir locates usr/lib/modules/<kver> or lib/modules/<kver> in fsys;
+// dir is a path in fsys, and tree names fsys in messages.
+func findModDir(fsys fs.FS, tree, kver string) (dir, version string, err error) {
 	bases := []string{"usr/lib/modules", "lib/modules"}
 	if kver == "" {
 		seen := make(map[string]bool)
@@ -255,7 +264,7 @@ func findModDirFS(fsys fs.FS, kver string) (dir, version string, err error) {
 			}
 		}
 		if len(found) != 1 {
-			return "", "", fmt.Errorf("initramfs: the tree holds modules for %d kernel versions %v; say which", len(found), found)
+			return "", "", fmt.Errorf("initramfs: %s holds modules for %d kernel versions %v; say which", tree, len(found), found)
 		}
 		kver = found[0]
 	}
@@ -268,55 +277,13 @@ func findModDirFS(fsys fs.FS, kver string) (dir, version string, err error) {
 			return d, kver, nil
 		}
 	}
-	return "", "", fmt.Errorf("initramfs: no modules for kernel %s in the tree (usr/lib/modules or lib/modules)", kver)
-}
-
-// findModDir locates <tree>/usr/lib/modules/<kver> or <tree>/lib/modules/<kver>.
-func findModDir(tree, kver string) (dir, version string, err error) {
-	bases := []string{filepath.Join(tree, "usr", "lib", "modules"), filepath.Join(tree, "lib", "modules")}
-	if kver == "" {
-		seen := make(map[string]bool)
-		var found []string
-		for _, b := range bases {
-			ents, _ := os.ReadDir(b)
-			for _, e := range ents {
-				if _, err := os.Stat(filepath.Join(b, e.Name(), "kernel")); err == nil && !seen[e.Name()] {
-					seen[e.Name()] = true
-					found = append(found, e.Name())
-				}
-			}
-		}
-		if len(found) != 1 {
-			return "", "", fmt.Errorf("initramfs: %s holds modules for %d kernel versions %v; say which", tree, len(found), found)
-		}
-		kver = found[0]
-	}
-	if kver == "." || kver == ".." || strings.ContainsAny(kver, "/\x00") {
-		return "", "", fmt.Errorf("initramfs: bad kernel version %q", kver)
-	}
-	for _, b := range bases {
-		d := filepath.Join(b, kver)
-		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
-			return d, kver, nil
-		}
-	}
 	return "", "", fmt.Errorf("initramfs: no modules for kernel %s in %s (usr/lib/modules or lib/modules)", kver, tree)
 }
 
-func addModules(im *image, m *Manifest, opts Options) error {
-	if opts.FS != nil {
-		if opts.ModulesTree != "" {
-			return errors.New("initramfs: give ModulesTree or FS, not both")
-		}
-		return addModulesFrom(im, m, opts, opts.FS)
-	}
-	return addModulesFrom(im, m, opts, nil)
-}
-
-// addModulesFrom adds the modules from the host's opts.ModulesTree, or from
-// fsys when it is set.
-func addModulesFrom(im *image, m *Manifest, opts Options, fsys fs.FS) error {
-	if opts.ModulesTree == "" && fsys == nil {
+// addModules adds the modules from fsys, the modules tree (nil: none);
+// tree names it in messages.
+func addModules(im *image, m *Manifest, opts Options, fsys fs.FS, tree string) error {
+	if fsys == nil {
 		if len(opts.Modules) > 0 || len(opts.Extra) > 0 {
 			return errors.New("initramfs: modules requested but no ModulesTree")
 		}
@@ -324,13 +291,7 @@ func addModulesFrom(im *image, m *Manifest, opts Options, fsys fs.FS) error {
 		m.Notes = append(m.Notes, "no modules: no ModulesTree given")
 		return nil
 	}
-	var modDir, kver string
-	var err error
-	if fsys != nil {
-		modDir, kver, err = findModDirFS(fsys, opts.KernelVersion)
-	} else {
-		modDir, kver, err = findModDir(opts.ModulesTree, opts.KernelVersion)
-	}
+	modDir, kver, err := findModDir(fsys, tree, opts.KernelVersion)
 	if err != nil {
 		return err
 	}
@@ -344,12 +305,7 @@ func addModulesFrom(im *image, m *Manifest, opts Options, fsys fs.FS) error {
 		optional = want
 	}
 	want = append(append([]string(nil), want...), opts.Extra...)
-	var res kmod.Result
-	if fsys != nil {
-		res, err = kmod.ResolveFS(fsys, modDir, want, kmod.ResolveOptions{Optional: optional})
-	} else {
-		res, err = kmod.ResolveWith(modDir, want, kmod.ResolveOptions{Optional: optional})
-	}
+	res, err := kmod.ResolveFS(fsys, modDir, want, kmod.ResolveOptions{Optional: optional})
 	if err != nil {
 		return fmt.Errorf("initramfs: %w", err)
 	}
@@ -366,12 +322,7 @@ func addModulesFrom(im *image, m *Manifest, opts Options, fsys fs.FS) error {
 		return err
 	}
 	for _, mod := range res.Modules {
-		var e *entry
-		if fsys != nil {
-			e, err = regularFile(fsys, path.Join(modDir, mod.Path), m.ModuleDir+"/"+mod.Path)
-		} else {
-			e, err = regularFile(nil, filepath.Join(modDir, filepath.FromSlash(mod.Path)), m.ModuleDir+"/"+mod.Path)
-		}
+		e, err := regularFile(fsys, path.Join(modDir, mod.Path), m.ModuleDir+"/"+mod.Path)
 		if err != nil {
 			return err
 		}
@@ -389,13 +340,7 @@ func addModulesFrom(im *image, m *Manifest, opts Options, fsys fs.FS) error {
 		return err
 	}
 	gen := map[string][]byte{"modules.dep": dep.Bytes(), load.ListFile: list.Bytes()}
-	var builtin []byte
-	if fsys != nil {
-		builtin, err = fs.ReadFile(fsys, path.Join(modDir, "modules.builtin"))
-	} else {
-		builtin, err = os.ReadFile(filepath.Join(modDir, "modules.builtin"))
-	}
-	if b := builtin; err == nil {
+	if b, err := fs.ReadFile(fsys, path.Join(modDir, "modules.builtin")); err == nil {
 		gen["modules.builtin"] = b
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("initramfs: %w", err)

@@ -13,6 +13,7 @@ package objstore
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -131,49 +132,77 @@ func (s *Store) Sync() error {
 // used or moved. created is false if the object already existed,
 // including when a concurrent writer stored it first.
 //
-// The copy is not hashed again: it is made by the kernel from the very
-// bytes the caller hashed (reflink or copy_file_range), so re-reading it
-// would double the cost of a store for no new information. When fs-verity
-// is enabled on the object, the kernel's measurement is compared with d
-// instead, which is free and is what later reads are checked against.
+// The copy is made by the kernel where it can be (reflink or
+// copy_file_range). When fs-verity is enabled on the object, the kernel's
+// measurement is compared with d, which is free and is what later reads
+// are checked against; without fs-verity the copy is hashed again, since
+// the source may have changed after the caller hashed it.
 func (s *Store) PutFile(src *os.File, size int64, d verity.Digest) (created bool, err error) {
 	if size < 0 {
 		return false, fmt.Errorf("store object %s: negative size %d", d, size)
 	}
-	return s.put(d, size, func(dst *os.File) error { return copyFile(dst, src, size) })
+	return s.put(d, size, false, func(dst *os.File) error { return copyFile(dst, src, size) })
 }
 
 // PutBytes stores b and returns its digest. created is false if the object
 // already existed.
 func (s *Store) PutBytes(b []byte) (verity.Digest, bool, error) {
 	d := verity.DigestBytes(b)
-	created, err := s.put(d, int64(len(b)), func(dst *os.File) error {
+	created, err := s.put(d, int64(len(b)), true, func(dst *os.File) error {
 		_, err := dst.Write(b)
 		return err
 	})
 	return d, created, err
 }
 
-// put writes a new object d of size bytes with fill unless it already
-// exists. An existing object of the wrong size was damaged (a crash before
-// the data reached the disk, say) and is replaced.
-func (s *Store) put(d verity.Digest, size int64, fill func(dst *os.File) error) (bool, error) {
-	rel := d.ObjectPath()
-	ok, have, err := s.exists(rel)
-	if err != nil {
-		return false, wrapPut(s, rel, err)
+// PutReader stores the content read from r, which must be exactly size
+// bytes, and returns its digest: the bytes are hashed as they are written,
+// so they are read once and written once. created is false if the object
+// already existed; the new copy is then dropped.
+//
+// The digest is only known at the end, so the temporary file is written
+// at the top of the store and renamed across directories; that suits one
+// stream at a time, such as a tar import, rather than parallel writers.
+func (s *Store) PutReader(r io.Reader, size int64) (d verity.Digest, created bool, err error) {
+	if size < 0 {
+		return d, false, fmt.Errorf("store object: negative size %d", size)
 	}
-	replace := ok && have != size
-	if ok && !replace {
-		if s.opts.RequireVerity {
-			// An object stored before verity was required: enable it
-			// now, and let the kernel confirm the content.
-			_, err = s.enableVerity(rel, d)
+	h := verity.NewHasher()
+	tmp, err := s.writeTemp(".", func(dst *os.File) error {
+		n, err := io.Copy(io.MultiWriter(dst, h), r)
+		if err == nil && n != size {
+			err = fmt.Errorf("content is %d bytes, expected %d", n, size)
 		}
+		return err
+	})
+	if err != nil {
+		return d, false, fmt.Errorf("store object: %w", err)
+	}
+	d = h.Sum()
+	rel := d.ObjectPath()
+	have, replace, err := s.have(rel, d, size)
+	if err == nil && !have {
+		err = s.mkdirFanOut(rel)
+	}
+	if have || err != nil {
+		unix.Unlinkat(s.dfd, tmp, 0)
+		return d, false, wrapPut(s, rel, err)
+	}
+	created, err = s.place(tmp, rel, d, replace, true)
+	return d, created, err
+}
+
+// put writes a new object d of size bytes with fill unless it already
+// exists. hashed says that fill writes bytes d was computed from, so the
+// result need not be hashed again.
+func (s *Store) put(d verity.Digest, size int64, hashed bool, fill func(dst *os.File) error) (bool, error) {
+	rel := d.ObjectPath()
+	have, replace, err := s.have(rel, d, size)
+	if have || err != nil {
 		return false, wrapPut(s, rel, err)
 	}
-	if err := unix.Mkdirat(s.dfd, rel[:2], dirMode); err != nil && !errors.Is(err, unix.EEXIST) {
-		return false, wrapPut(s, rel, fmt.Errorf("create directory: %w", err))
+	if err := s.mkdirFanOut(rel); err != nil {
+		return false, wrapPut(s, rel, err)
 	}
 	// The temporary file lives in the object's own fan-out directory:
 	// a rename within one directory does not take the filesystem-wide
@@ -183,7 +212,39 @@ func (s *Store) put(d verity.Digest, size int64, fill func(dst *os.File) error) 
 	if err != nil {
 		return false, wrapPut(s, rel, err)
 	}
-	created, err := s.commit(tmp, rel, d, replace)
+	return s.place(tmp, rel, d, replace, hashed)
+}
+
+// have reports whether the object d of size bytes is already in place. An
+// existing object of the wrong size was damaged (a crash before the data
+// reached the disk, say): it is not had, and replace says to rename over
+// it.
+func (s *Store) have(rel string, d verity.Digest, size int64) (have, replace bool, err error) {
+	ok, n, err := s.exists(rel)
+	if err != nil || !ok {
+		return false, false, err
+	}
+	if n != size {
+		return false, true, nil
+	}
+	if s.opts.RequireVerity {
+		// An object stored before verity was required: enable it now,
+		// and let the kernel confirm the content.
+		_, err = s.enableVerity(rel, d)
+	}
+	return true, false, err
+}
+
+func (s *Store) mkdirFanOut(rel string) error {
+	if err := unix.Mkdirat(s.dfd, rel[:2], dirMode); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("create directory: %w", err)
+	}
+	return nil
+}
+
+// place commits the temporary file tmp as rel, removing it on error.
+func (s *Store) place(tmp, rel string, d verity.Digest, replace, hashed bool) (bool, error) {
+	created, err := s.commit(tmp, rel, d, replace, hashed)
 	if err != nil {
 		unix.Unlinkat(s.dfd, tmp, 0)
 		return false, wrapPut(s, rel, err)
@@ -236,10 +297,11 @@ func (s *Store) writeTemp(dir string, fill func(dst *os.File) error) (string, er
 
 // commit checks the finished temporary file against d — by the kernel's
 // fs-verity measurement where verity could be enabled, else by hashing
-// the copy, since the source may have changed after it was hashed — and
-// renames it to rel. It reports false when another writer won the race.
-// With replace it renames over an existing (damaged) object.
-func (s *Store) commit(tmp, rel string, d verity.Digest, replace bool) (bool, error) {
+// the copy, since the source may have changed after it was hashed, unless
+// hashed says the bytes were hashed as they were written — and renames it
+// to rel. It reports false when another writer won the race. With replace
+// it renames over an existing (damaged) object.
+func (s *Store) commit(tmp, rel string, d verity.Digest, replace, hashed bool) (bool, error) {
 	measured := false
 	if s.opts.RequireVerity || s.opts.EnableVerity && !s.noVerity.Load() {
 		var err error
@@ -247,7 +309,7 @@ func (s *Store) commit(tmp, rel string, d verity.Digest, replace bool) (bool, er
 			return false, err
 		}
 	}
-	if !measured {
+	if !measured && !hashed {
 		got, err := verity.DigestPath(filepath.Join(s.dir, tmp))
 		if err != nil {
 			return false, fmt.Errorf("check the copy: %w", err)

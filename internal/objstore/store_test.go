@@ -156,6 +156,44 @@ func TestPutBytes(t *testing.T) {
 	}
 }
 
+func TestPutReader(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{EnableVerity: true})
+	data := pattern(200000, 11)
+	d, created, err := s.PutReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil || !created {
+		t.Fatalf("PutReader = %v, %v", created, err)
+	}
+	if d != verity.DigestBytes(data) {
+		t.Fatalf("digest %s, want %s", d, verity.DigestBytes(data))
+	}
+	checkObject(t, s, d, data)
+	// The same content again: the object is reused, the copy dropped.
+	if d2, created, err := s.PutReader(bytes.NewReader(data), int64(len(data))); err != nil || created || d2 != d {
+		t.Fatalf("second PutReader = %s, %v, %v", d2, created, err)
+	}
+	noTemps(t, dir)
+	noTemps(t, filepath.Join(dir, d.String()[:2]))
+
+	// A reader shorter or longer than size: an error, and nothing stored
+	// or left behind.
+	other := pattern(5000, 12)
+	for _, n := range []int64{int64(len(other)) + 1, int64(len(other)) - 1} {
+		if _, _, err := s.PutReader(bytes.NewReader(other), n); err == nil {
+			t.Errorf("PutReader of %d bytes with size %d succeeded", len(other), n)
+		} else {
+			t.Logf("error: %v", err)
+		}
+	}
+	if s.Has(verity.DigestBytes(other)) {
+		t.Error("object stored from a reader of the wrong length")
+	}
+	noTemps(t, dir)
+	if s.Created() != 1 {
+		t.Errorf("Created = %d, want 1", s.Created())
+	}
+}
+
 func TestConcurrentPut(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, Options{})

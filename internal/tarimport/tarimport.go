@@ -17,12 +17,11 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
+	"slices"
 	"strings"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"github.com/cfs-deploy/cfs-deploy/internal/objstore"
-	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 	"golang.org/x/sys/unix"
 )
 
@@ -234,8 +233,8 @@ func (imp *importer) add(hdr *tar.Header, body io.Reader) error {
 	return nil
 }
 
-// content stores a regular file: inline when small, else as an object
-// written through a temporary file while its digest is computed.
+// content stores a regular file: inline when small, else as an object,
+// hashed as it is written.
 func (imp *importer) content(n *erofs.Node, size int64, body io.Reader) error {
 	n.Size = uint64(size)
 	if size == 0 {
@@ -249,22 +248,7 @@ func (imp *importer) content(n *erofs.Node, size int64, body io.Reader) error {
 		n.Content = buf
 		return nil
 	}
-	tmp, err := os.CreateTemp(imp.st.Dir(), ".tar-import-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	h := verity.NewHasher()
-	written, err := io.Copy(io.MultiWriter(tmp, h), body)
-	if err != nil {
-		return fmt.Errorf("read content: %w", err)
-	}
-	if written != size {
-		return fmt.Errorf("content is %d bytes, header says %d", written, size)
-	}
-	d := h.Sum()
-	created, err := imp.st.PutFile(tmp, size, d)
+	d, created, err := imp.st.PutReader(body, size)
 	if err != nil {
 		return err
 	}
@@ -281,24 +265,29 @@ func (imp *importer) content(n *erofs.Node, size int64, body io.Reader) error {
 // spellings: GNU tar/podman ("SCHILY.xattr.NAME", raw value) and libarchive
 // ("LIBARCHIVE.xattr.NAME", base64 value, URL-encoded name).
 func xattrsOf(hdr *tar.Header) []erofs.Xattr {
-	var out []erofs.Xattr
-	seen := map[string]bool{}
+	// Both spellings may name the same attribute; GNU's is preferred. The
+	// PAX records are a map, so the choice must not depend on its order.
+	byKey := map[string]string{}
 	for k, v := range hdr.PAXRecords {
-		switch {
-		case strings.HasPrefix(k, "SCHILY.xattr."):
-			key := strings.TrimPrefix(k, "SCHILY.xattr.")
-			out, seen[key] = append(out, erofs.Xattr{Key: key, Value: v}), true
-		case strings.HasPrefix(k, "LIBARCHIVE.xattr."):
-			key := unescapeURL(strings.TrimPrefix(k, "LIBARCHIVE.xattr."))
-			if seen[key] {
-				continue
-			}
+		if key, ok := strings.CutPrefix(k, "LIBARCHIVE.xattr."); ok {
 			if val, err := base64.StdEncoding.DecodeString(v); err == nil {
-				out, seen[key] = append(out, erofs.Xattr{Key: key, Value: string(val)}), true
+				key = unescapeURL(key)
+				if _, gnu := hdr.PAXRecords["SCHILY.xattr."+key]; !gnu {
+					byKey[key] = string(val)
+				}
 			}
 		}
 	}
-	sortXattrs(out)
+	for k, v := range hdr.PAXRecords {
+		if key, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
+			byKey[key] = v
+		}
+	}
+	out := make([]erofs.Xattr, 0, len(byKey))
+	for k, v := range byKey {
+		out = append(out, erofs.Xattr{Key: k, Value: v})
+	}
+	slices.SortFunc(out, func(a, b erofs.Xattr) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
 
@@ -307,12 +296,4 @@ func unescapeURL(s string) string {
 		return u
 	}
 	return s
-}
-
-func sortXattrs(x []erofs.Xattr) {
-	for i := 1; i < len(x); i++ {
-		for j := i; j > 0 && x[j].Key < x[j-1].Key; j-- {
-			x[j], x[j-1] = x[j-1], x[j]
-		}
-	}
 }

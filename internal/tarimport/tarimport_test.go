@@ -3,6 +3,7 @@ package tarimport
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"io"
 	"os"
@@ -548,5 +549,23 @@ func TestImportSymlinkMode(t *testing.T) {
 	res := mustImport(t, newStore(t), archive(t, l))
 	if n := lookup(t, res.Root, "l"); n.Mode != erofs.ModeSymlink|0o777 {
 		t.Errorf("symlink mode %o, want 0777 as on any Linux filesystem", n.Mode)
+	}
+}
+
+// TestXattrBothSpellingsOnce: an attribute given in both the GNU and the
+// libarchive spelling is recorded once, with GNU's value, whatever order
+// the PAX record map yields.
+func TestXattrBothSpellingsOnce(t *testing.T) {
+	hdr := &tar.Header{PAXRecords: map[string]string{
+		"SCHILY.xattr.user.a":     "gnu",
+		"LIBARCHIVE.xattr.user.a": base64.StdEncoding.EncodeToString([]byte("libarchive")),
+		"LIBARCHIVE.xattr.user.b": base64.StdEncoding.EncodeToString([]byte("only-la")),
+	}}
+	for range 50 { // map iteration order varies between runs
+		got := xattrsOf(hdr)
+		want := []erofs.Xattr{{Key: "user.a", Value: "gnu"}, {Key: "user.b", Value: "only-la"}}
+		if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+			t.Fatalf("xattrs %v, want %v", got, want)
+		}
 	}
 }
