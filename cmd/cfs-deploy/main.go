@@ -6,6 +6,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -48,7 +49,7 @@ func main() {
 		topUsage(os.Stderr)
 		os.Exit(2)
 	}
-	exit(name, c.run(name, args), c.usage)
+	cliutil.Exit(name, c.run(name, args), c.usage)
 }
 
 func topUsage(w io.Writer) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
@@ -200,20 +201,9 @@ func runDiff(prog string, args []string) error {
 	for _, c := range changes {
 		fmt.Fprintf(w, "%s %s", letters[c.Kind], erofs.EscapeForLs(c.Path))
 		if len(c.Fields) > 0 {
-			fmt.Fprintf(w, " (%s)", joinFields(c.Fields))
+			fmt.Fprintf(w, " (%s)", strings.Join(c.Fields, ", "))
 		}
 		w.WriteByte('\n')
 	}
 	return nil
-}
-
-func joinFields(f []string) string {
-	s := ""
-	for i, x := range f {
-		if i > 0 {
-			s += ", "
-		}
-		s += x
-	}
-	return s
 }

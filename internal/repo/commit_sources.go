@@ -13,10 +13,7 @@ import (
 // filesystem, like tar --one-file-system: a mount point inside the tree is
 // recorded as an empty directory. Hard links are kept.
 func (r *Repo) CommitDir(dir string, opts CommitOptions) (*CommitResult, error) {
-	if err := r.writable(); err != nil {
-		return nil, err
-	}
-	if err := ValidBranchName(opts.Branch); err != nil {
+	if err := r.canCommit(opts); err != nil {
 		return nil, err
 	}
 	unlock, err := r.lockBranch(opts.Branch)
@@ -51,10 +48,7 @@ func (r *Repo) CommitDir(dir string, opts CommitOptions) (*CommitResult, error) 
 // CommitDump commits a tree described in composefs-dump(5) format. Every
 // object it references must already be in the repository.
 func (r *Repo) CommitDump(in io.Reader, name string, opts CommitOptions) (*CommitResult, error) {
-	if err := r.writable(); err != nil {
-		return nil, err
-	}
-	if err := ValidBranchName(opts.Branch); err != nil {
+	if err := r.canCommit(opts); err != nil {
 		return nil, err
 	}
 	root, err := erofs.ParseDump(in, erofs.DumpOptions{})
@@ -72,10 +66,7 @@ func (r *Repo) CommitDump(in io.Reader, name string, opts CommitOptions) (*Commi
 // CommitTar commits the tree in a tar stream (see package tarimport for the
 // rules on paths and links). Contents are stored as they stream by.
 func (r *Repo) CommitTar(in io.Reader, name string, opts CommitOptions) (*CommitResult, error) {
-	if err := r.writable(); err != nil {
-		return nil, err
-	}
-	if err := ValidBranchName(opts.Branch); err != nil {
+	if err := r.canCommit(opts); err != nil {
 		return nil, err
 	}
 	res, err := tarimport.Import(in, r.objects, erofs.RecommendedInlineMax, opts.Progress)
@@ -88,4 +79,13 @@ func (r *Repo) CommitTar(in io.Reader, name string, opts CommitOptions) (*Commit
 	}
 	defer unlock()
 	return r.commitTree(res.Root, opts, res.NewObjects, true)
+}
+
+// canCommit refuses a commit before any work: the repository must be
+// writable by this version and the branch name valid.
+func (r *Repo) canCommit(opts CommitOptions) error {
+	if err := r.writable(); err != nil {
+		return err
+	}
+	return ValidBranchName(opts.Branch)
 }
