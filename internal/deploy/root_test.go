@@ -26,9 +26,9 @@ func TestParseMountInfo(t *testing.T) {
 		major, minor uint32
 		want         mountInfo
 	}{
-		{98, 0, mountInfo{98, 0, "/mnt/with space", "ext3", "/dev/root"}},
-		{253, 0, mountInfo{253, 0, "/", "xfs", "/dev/mapper/vg-root"}},
-		{0, 45, mountInfo{0, 45, "/home", "btrfs", "/dev/vdb2"}},
+		{98, 0, mountInfo{Major: 98, Minor: 0, MountPoint: "/mnt/with space", FSType: "ext3", Source: "/dev/root"}},
+		{253, 0, mountInfo{Major: 253, Minor: 0, MountPoint: "/", FSType: "xfs", Source: "/dev/mapper/vg-root"}},
+		{0, 45, mountInfo{Major: 0, Minor: 45, MountPoint: "/home", FSType: "btrfs", Source: "/dev/vdb2"}},
 	} {
 		got, err := findMount(path, c.major, c.minor)
 		if err != nil || got != c.want {

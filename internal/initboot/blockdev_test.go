@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/mountinfo"
 	"os"
 	"path/filepath"
 	"strings"
@@ -329,7 +330,7 @@ func TestUnescape(t *testing.T) {
 	if got := unescapeUdev(`my\x20disk\x2f`); got != "my disk/" {
 		t.Errorf("udev: %q", got)
 	}
-	if got := unescapeMountinfo(`/a\040b\134`); got != `/a b\` {
+	if got := mountinfo.Unescape(`/a\040b\134`); got != `/a b\` {
 		t.Errorf("mountinfo: %q", got)
 	}
 }

@@ -1,14 +1,13 @@
 package initboot
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/mountinfo"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -155,41 +154,12 @@ func setupRoot(log *Log, sysroot, cmdline, run string, debug bool) error {
 
 // mountSource returns the source and type of the topmost mount on target,
 // from a mountinfo file; empty when it cannot tell.
-func mountSource(mountinfo, target string) (source, fstype string) {
-	f, err := os.Open(mountinfo)
-	if err != nil {
-		return "", ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPEROPTIONS
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(tail) < 2 || unescapeMountinfo(fields[4]) != target {
-			continue
+func mountSource(path, target string) (source, fstype string) {
+	mounts, _ := mountinfo.Read(path)
+	for _, m := range mounts {
+		if m.MountPoint == target {
+			source, fstype = m.Source, m.FSType
 		}
-		fstype, source = tail[0], unescapeMountinfo(tail[1])
 	}
 	return source, fstype
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

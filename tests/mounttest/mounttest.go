@@ -5,7 +5,7 @@ package mounttest
 
 import (
 	"bufio"
-	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/mountinfo"
 	"os"
 	"slices"
 	"strings"
@@ -45,36 +45,12 @@ func SkipUnlessKernelHas(t testing.TB, filesystems ...string) {
 // Mounts returns the mount points of this mount namespace, in the order of
 // /proc/self/mountinfo (nil if it cannot be read).
 func Mounts() []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
+	mounts, _ := mountinfo.Read("/proc/self/mountinfo")
 	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 {
-			out = append(out, unescapeMountinfo(f[4]))
-		}
+	for _, m := range mounts {
+		out = append(out, m.MountPoint)
 	}
 	return out
-}
-
-// unescapeMountinfo decodes the \ooo escapes mountinfo writes for spaces,
-// tabs, newlines and backslashes in paths.
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c byte
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
-				b.WriteByte(c)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // IsMountPoint reports whether something is mounted on dir.
