@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
+	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +14,6 @@ import (
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
-	"golang.org/x/sys/unix"
 )
 
 // OriginFile is the name of a deployment's origin record.
@@ -78,22 +78,7 @@ func lockState(sysroot string) (func(), error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	p := filepath.Join(dir, "lock")
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", p, err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", p, err)
-	}
-	return func() { f.Close() }, nil
+	return filelock.Exclusive(filepath.Join(dir, "lock"))
 }
 
 // removeStaleTemps deletes what interrupted rollouts left. The caller

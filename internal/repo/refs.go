@@ -3,6 +3,7 @@ package repo
 import (
 	"errors"
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
-	"golang.org/x/sys/unix"
 )
 
 // ErrNoBranch is returned for a branch that does not exist.
@@ -117,14 +117,9 @@ func (r *Repo) Branches() ([]string, error) {
 // lockBranch serialises commits to one branch: it blocks until no other
 // commit to the branch runs. The returned func releases the lock.
 func (r *Repo) lockBranch(name string) (func(), error) {
-	p := filepath.Join(r.Path, locksDir, strings.ReplaceAll(name, "/", "%2f"))
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	unlock, err := filelock.Exclusive(filepath.Join(r.Path, locksDir, strings.ReplaceAll(name, "/", "%2f")))
 	if err != nil {
-		return nil, fmt.Errorf("lock branch %s: %w", name, err)
+		return nil, fmt.Errorf("branch %s: %w", name, err)
 	}
-	if err := flock(f, unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock branch %s: %w", name, err)
-	}
-	return func() { f.Close() }, nil
+	return unlock, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
+	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 	"os"
 	"path/filepath"
 
@@ -167,7 +168,7 @@ func Open(path string, opts OpenOptions) (*Repo, error) {
 	if lf == nil {
 		// A read-only filesystem: nobody can change the repository, so
 		// there is nothing to lock against.
-	} else if err := flock(lf, how); err != nil {
+	} else if err := filelock.Flock(lf, how); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("lock repository %s: %w", path, err)
 	}
@@ -267,12 +268,3 @@ func (r *Repo) ObjectPath(d verity.Digest) string {
 
 // Sysroot is the directory that holds the repository (and state/).
 func (r *Repo) Sysroot() string { return filepath.Dir(filepath.Clean(r.Path)) }
-
-func flock(f *os.File, how int) error {
-	for {
-		err := unix.Flock(int(f.Fd()), how)
-		if err != unix.EINTR {
-			return err
-		}
-	}
-}

@@ -18,12 +18,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -135,22 +135,7 @@ func Fetch(cache string, logf func(string, ...any)) (tree *Tree, skip string, er
 // Lock takes the cache's flock(2), waiting for other processes: every
 // change to the cache is made under it.
 func Lock(cache string) (unlock func(), err error) {
-	path := filepath.Join(cache, ".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if err != syscall.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("flock %s: %w", path, err)
-	}
-	return func() { f.Close() }, nil
+	return filelock.Exclusive(filepath.Join(cache, ".lock"))
 }
 
 // resolvePackage asks apt which image package the meta package points at
