@@ -3,12 +3,13 @@ package bootcfg
 import (
 	"errors"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 )
 
 // ReadEntries reads every entry file (*.conf, any case) in dir, the

@@ -2,6 +2,7 @@ package bootcfg
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -30,15 +31,38 @@ type BootOptions struct {
 	// CFS holds cfs.<name>[=value] options by name without the prefix;
 	// a flag without '=' has value "". The last occurrence wins.
 	CFS map[string]string
+
+	// cfs-init's own options, read from CFS.
+	Debug       bool          // cfs.debug: print every step
+	Emergency   bool          // cfs.emergency: open a shell on failure
+	RebootDelay time.Duration // cfs.reboot-delay=N: pause before rebooting on failure
+	// UnknownCFS lists cfs.* options cfs-init does not know, for a warning.
+	UnknownCFS []string
 }
+
+// cfs-init's own options (cfs.<name>).
+const (
+	CFSDebug       = "debug"
+	CFSEmergency   = "emergency"
+	CFSRebootDelay = "reboot-delay"
+	// CFSKnown lists them for messages.
+	CFSKnown = "cfs.debug, cfs.emergency, cfs.reboot-delay=N"
+	// DefaultRebootDelay is how long cfs-init waits before rebooting
+	// after a failure, unless cfs.reboot-delay says otherwise.
+	DefaultRebootDelay = 5 * time.Second
+	// MaxRebootDelay bounds cfs.reboot-delay: a longer pause would keep
+	// the boot loader from trying another entry for too long.
+	MaxRebootDelay = time.Hour
+)
 
 // ParseBootOptions extracts the boot options from the kernel part of c.
 // Like the kernel, it only recognises root=, init= and friends with an '='
 // and ro/rw without one; other spellings are not these options and are
 // ignored. Values that are present but unusable are errors, since booting
-// with a guess is worse than stopping.
+// with a guess is worse than stopping. This is the parser cfs-init boots
+// with, so rollout and kargs check every command line they write with it.
 func ParseBootOptions(c Cmdline) (BootOptions, error) {
-	o := BootOptions{ReadOnly: true, Init: DefaultInit, CFS: map[string]string{}}
+	o := BootOptions{ReadOnly: true, Init: DefaultInit, CFS: map[string]string{}, RebootDelay: DefaultRebootDelay}
 	root, hasRoot := "", false
 	for _, p := range c.Kernel() {
 		if !p.HasValue {
@@ -93,7 +117,69 @@ func ParseBootOptions(c Cmdline) (BootOptions, error) {
 		return BootOptions{}, err
 	}
 	o.Images = imgs
+	if !strings.HasPrefix(o.Init, "/") {
+		return BootOptions{}, fmt.Errorf("init=%s: must be an absolute path", o.Init)
+	}
+	if err := o.readCFS(); err != nil {
+		return BootOptions{}, err
+	}
 	return o, nil
+}
+
+// readCFS checks cfs-init's own options and fills in their fields.
+func (o *BootOptions) readCFS() error {
+	var err error
+	if o.Debug, err = o.CFSFlag(CFSDebug); err != nil {
+		return err
+	}
+	if o.Emergency, err = o.CFSFlag(CFSEmergency); err != nil {
+		return err
+	}
+	if v, ok := o.CFS[CFSRebootDelay]; ok {
+		d, ok := parseRebootDelay(v)
+		if !ok {
+			return fmt.Errorf("%s%s=%s: want a whole number of seconds up to %d", CFSPrefix, CFSRebootDelay, shorten(v), int(MaxRebootDelay.Seconds()))
+		}
+		o.RebootDelay = d
+	}
+	for name := range o.CFS {
+		switch name {
+		case CFSDebug, CFSEmergency, CFSRebootDelay:
+		default:
+			o.UnknownCFS = append(o.UnknownCFS, CFSPrefix+name)
+		}
+	}
+	sort.Strings(o.UnknownCFS)
+	return nil
+}
+
+// parseRebootDelay reads cfs.reboot-delay's value.
+func parseRebootDelay(v string) (time.Duration, bool) {
+	n, err := strconv.ParseUint(v, 10, 31)
+	if err != nil || time.Duration(n)*time.Second > MaxRebootDelay {
+		return 0, false
+	}
+	return time.Duration(n) * time.Second, true
+}
+
+// FailureOptions reads only what cfs-init's failure path needs
+// (cfs.emergency, cfs.reboot-delay) from a command line that
+// ParseBootOptions refused, so that the operator's choice still holds when
+// the line is broken elsewhere. Unusable values give the defaults.
+func FailureOptions(c Cmdline) (emergency bool, rebootDelay time.Duration) {
+	rebootDelay = DefaultRebootDelay
+	if v, ok := c.Get(CFSPrefix + CFSEmergency); ok {
+		switch strings.ToLower(v) {
+		case "", "1", "yes", "y", "true", "on":
+			emergency = true
+		}
+	}
+	if v, ok := c.Get(CFSPrefix + CFSRebootDelay); ok {
+		if d, ok := parseRebootDelay(v); ok {
+			rebootDelay = d
+		}
+	}
+	return emergency, rebootDelay
 }
 
 // CFSFlag reads cfs.<name> as a boolean: absent is false; present without

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
 	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 )
 
 // LoaderConf is systemd-boot's loader/loader.conf. cfs-deploy sets the

@@ -77,7 +77,7 @@ func assembleRoot(log *Log, p *Plan, sysroot, newroot string) (*chosenImage, *de
 
 // fill puts what assembleRoot found into r. sysroot is where the
 // physical root will be seen from the booted system.
-func (r *BootRecord) fill(img *chosenImage, dep *deployment, sysroot string) {
+func fillRecord(r *BootRecord, img *chosenImage, dep *deployment, sysroot string) {
 	r.Digest = img.Ref.Digest.String()
 	r.Arg = img.Ref.Source
 	r.Insecure = img.Ref.Insecure

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/mountinfo"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf16"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/mountinfo"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/blockdev/blockdevtest"
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"

@@ -6,9 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/mount"
+	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
@@ -160,49 +163,147 @@ func mountMismatch(t *testing.T, rel string, got, want verity.Digest) error {
 
 func TestFindDeployment(t *testing.T) {
 	d, _ := verity.ParseDigest(digestA)
-	sysroot := t.TempDir()
-	_, err := findDeployment(sysroot, d, quietLog())
+	root := t.TempDir()
+	_, err := findDeployment(root, d, quietLog())
 	want := "the deployment's state directory (its /etc and origin.json, which rollout creates) is missing: state/deploy/" + digestA + " does not exist on the root file system"
 	if err == nil || err.Error() != want {
 		t.Errorf("missing state dir:\n got %v\nwant %s", err, want)
 	}
 
-	dir := filepath.Join(sysroot, "state/deploy", digestA)
+	dir := filepath.Join(root, "state/deploy", digestA)
 	os.MkdirAll(dir, 0o755)
-	if _, err := findDeployment(sysroot, d, quietLog()); err == nil || !strings.Contains(err.Error(), "state/deploy/"+digestA+"/etc") {
+	if _, err := findDeployment(root, d, quietLog()); err == nil || !strings.Contains(err.Error(), "state/deploy/"+digestA+"/etc") {
 		t.Errorf("missing etc: %v", err)
 	}
 	os.MkdirAll(filepath.Join(dir, "etc"), 0o755)
 
 	// No origin.json: the default stateroot, whose /var is created.
-	dep, err := findDeployment(sysroot, d, quietLog())
+	dep, err := findDeployment(root, d, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dep.StateRoot != "default" || dep.Var != "state/os/default/var" || isDir(filepath.Join(sysroot, dep.Var)) {
+	if dep.StateRoot != "default" || dep.Var != "state/os/default/var" || isDir(filepath.Join(root, dep.Var)) {
 		t.Errorf("default stateroot: %+v (looking it up must not create /var)", dep)
 	}
-	if err := prepareVar(sysroot, dep, quietLog()); err != nil || !isDir(filepath.Join(sysroot, dep.Var)) {
+	if err := prepareVar(root, dep, quietLog()); err != nil || !isDir(filepath.Join(root, dep.Var)) {
 		t.Errorf("creating /var: %v", err)
 	}
-	os.WriteFile(filepath.Join(sysroot, "state/os/file"), nil, 0o644)
-	if err := prepareVar(sysroot, &deployment{Var: "state/os/file/var", StateRoot: "file"}, quietLog()); err == nil ||
+	os.WriteFile(filepath.Join(root, "state/os/file"), nil, 0o644)
+	if err := prepareVar(root, &deployment{Var: "state/os/file/var", StateRoot: "file"}, quietLog()); err == nil ||
 		!strings.Contains(err.Error(), `the /var of OS "file"`) {
 		t.Errorf("creating /var under a file: %v", err)
 	}
 
-	os.WriteFile(filepath.Join(dir, originFile), []byte(`{"stateroot": "fedora", "image": "x"}`), 0o644)
-	if dep, err = findDeployment(sysroot, d, quietLog()); err != nil || dep.Var != "state/os/fedora/var" {
+	os.WriteFile(filepath.Join(dir, sysroot.OriginFile), []byte(`{"stateroot": "fedora", "image": "x"}`), 0o644)
+	if dep, err = findDeployment(root, d, quietLog()); err != nil || dep.Var != "state/os/fedora/var" {
 		t.Errorf("named stateroot: %+v, %v", dep, err)
 	}
-	os.WriteFile(filepath.Join(dir, originFile), []byte(`{"image": "x"}`), 0o644)
-	if dep, err = findDeployment(sysroot, d, quietLog()); err != nil || dep.StateRoot != "default" {
+	os.WriteFile(filepath.Join(dir, sysroot.OriginFile), []byte(`{"image": "x"}`), 0o644)
+	if dep, err = findDeployment(root, d, quietLog()); err != nil || dep.StateRoot != "default" {
 		t.Errorf("origin without stateroot: %+v, %v", dep, err)
 	}
 	for _, bad := range []string{`{"stateroot": "../x"}`, `{"stateroot": ".."}`, `{"stateroot": 3}`, `not json`, `{"stateroot": "a"} x`} {
-		os.WriteFile(filepath.Join(dir, originFile), []byte(bad), 0o644)
-		if _, err := findDeployment(sysroot, d, quietLog()); err == nil || !strings.Contains(err.Error(), originFile) {
+		os.WriteFile(filepath.Join(dir, sysroot.OriginFile), []byte(bad), 0o644)
+		if _, err := findDeployment(root, d, quietLog()); err == nil || !strings.Contains(err.Error(), sysroot.OriginFile) {
 			t.Errorf("origin.json %s: %v", bad, err)
 		}
 	}
+	os.Remove(filepath.Join(dir, sysroot.OriginFile))
+
+	// The stateroot file rollout writes wins over origin.json.
+	os.WriteFile(filepath.Join(dir, sysroot.StaterootFile), []byte("debian\n"), 0o644)
+	if dep, err = findDeployment(root, d, quietLog()); err != nil || dep.Var != "state/os/debian/var" {
+		t.Errorf("stateroot file: %+v, %v", dep, err)
+	}
+	os.WriteFile(filepath.Join(dir, sysroot.StaterootFile), []byte("../etc\n"), 0o644)
+	if _, err := findDeployment(root, d, quietLog()); err == nil || !strings.Contains(err.Error(), "stateroot") {
+		t.Errorf("bad stateroot file: %v", err)
+	}
+}
+
+// TestHostileState: the root partition is untrusted. A FIFO or a link to
+// /dev/zero as a state file, or a symbolic link as a state directory,
+// must give a refusal (message and reboot), never a hang, an
+// out-of-memory crash or a mount of something else.
+func TestHostileState(t *testing.T) {
+	d, err := verity.ParseDigest(digestA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setup := func(t *testing.T) (root, dir string) {
+		root = t.TempDir()
+		dir = filepath.Join(root, "state/deploy", digestA)
+		if err := os.MkdirAll(filepath.Join(dir, "etc"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return root, dir
+	}
+	for _, name := range []string{sysroot.OriginFile, sysroot.StaterootFile} {
+		t.Run("fifo-"+name, func(t *testing.T) {
+			root, dir := setup(t)
+			if err := syscall.Mkfifo(filepath.Join(dir, name), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { _, err := findDeployment(root, d, quietLog()); done <- err }()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+					t.Errorf("FIFO %s: %v", name, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("findDeployment hangs on a FIFO %s", name)
+			}
+		})
+		t.Run("devzero-"+name, func(t *testing.T) {
+			root, dir := setup(t)
+			if err := os.Symlink("/dev/zero", filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := findDeployment(root, d, quietLog()); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+				t.Errorf("%s -> /dev/zero: %v", name, err)
+			}
+		})
+	}
+	t.Run("big-origin", func(t *testing.T) {
+		root, dir := setup(t)
+		f, _ := os.Create(filepath.Join(dir, sysroot.OriginFile))
+		f.Truncate(sysroot.MaxStateFile + 1)
+		f.Close()
+		if _, err := findDeployment(root, d, quietLog()); err == nil || !strings.Contains(err.Error(), "more than") {
+			t.Errorf("huge origin.json: %v", err)
+		}
+	})
+	t.Run("etc-symlink", func(t *testing.T) {
+		root, dir := setup(t)
+		os.Remove(filepath.Join(dir, "etc"))
+		if err := os.Symlink("/etc", filepath.Join(dir, "etc")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := findDeployment(root, d, quietLog()); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+			t.Errorf("etc -> /etc: %v", err)
+		}
+	})
+	t.Run("deploy-symlink", func(t *testing.T) {
+		root := t.TempDir()
+		other := t.TempDir()
+		os.MkdirAll(filepath.Join(other, digestA, "etc"), 0o755)
+		os.MkdirAll(filepath.Join(root, "state"), 0o755)
+		os.Symlink(other, filepath.Join(root, "state/deploy"))
+		if _, err := findDeployment(root, d, quietLog()); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+			t.Errorf("state/deploy -> elsewhere: %v", err)
+		}
+	})
+	t.Run("var-symlink", func(t *testing.T) {
+		root, _ := setup(t)
+		os.MkdirAll(filepath.Join(root, "state/os/default"), 0o755)
+		os.Symlink("/etc", filepath.Join(root, "state/os/default/var"))
+		dep, err := findDeployment(root, d, quietLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := prepareVar(root, dep, quietLog()); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+			t.Errorf("var -> /etc: %v", err)
+		}
+	})
 }

@@ -28,12 +28,6 @@ type Log struct {
 	steps []StepTime
 }
 
-// StepTime is how long one step took.
-type StepTime struct {
-	Name string  `json:"name"`
-	MS   float64 `json:"ms"`
-}
-
 // NewLog returns a Log writing to out. kmsg, if not nil, receives the
 // lines that always print (errors, the summary), so that they reach the
 // journal; step lines stay out of it because the kernel rate-limits

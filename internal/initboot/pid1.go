@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -61,7 +63,7 @@ func bootPID1(log *Log, f *failer) error {
 	log.SetDebug(plan.Debug)
 	log.Debugf("started %v after the kernel; command line: %s", fmtDuration(log.start), strings.TrimSpace(string(cmdline)))
 	if len(plan.Unknown) > 0 {
-		log.Printf("warning: unknown options %s ignored (known: %s)", strings.Join(plan.Unknown, " "), cfsOptionsKnownList)
+		log.Printf("warning: unknown options %s ignored (known: %s)", strings.Join(plan.Unknown, " "), bootcfg.CFSKnown)
 	}
 
 	t = log.Begin("modules")
@@ -104,12 +106,12 @@ func bootPID1(log *Log, f *failer) error {
 	t.End("moved /sysroot, /run, /dev, /proc and /sys into the new root")
 
 	rec := &BootRecord{Mode: "pid1", Device: dev.Node, FSType: fstype, ReadOnly: ro, Init: plan.Init}
-	rec.fill(img, dep, sysrootSeen)
+	fillRecord(rec, img, dep, sysrootSeen)
 	rec.Timings = log.timing()
 	if err := writeBootRecord(run, rec); err != nil {
 		log.Printf("warning: cannot write the boot record: %v", err)
 	}
-	log.Printf("%s", rec.summary())
+	log.Printf("%s", recordSummary(rec))
 
 	// No way back after this: a failure reboots.
 	f.shell = ""

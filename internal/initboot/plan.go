@@ -2,8 +2,6 @@ package initboot
 
 import (
 	"errors"
-	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,16 +12,10 @@ import (
 // rootwait; cfs-init gives up so that the boot loader can try another
 // entry, and says what it is waiting for meanwhile.
 const (
-	DefaultRootTimeout  = 10 * time.Second
-	RootWaitTimeout     = 60 * time.Second
-	DefaultRebootDelay  = 5 * time.Second
-	maxRebootDelay      = time.Hour
-	defaultRootFSTypes  = "ext4,xfs,btrfs"
-	defaultStateRoot    = "default"
-	cfsDebug            = "debug"
-	cfsEmergency        = "emergency"
-	cfsRebootDelay      = "reboot-delay"
-	cfsOptionsKnownList = "cfs.debug, cfs.emergency, cfs.reboot-delay=N"
+	DefaultRootTimeout = 10 * time.Second
+	RootWaitTimeout    = 60 * time.Second
+	DefaultRebootDelay = bootcfg.DefaultRebootDelay
+	defaultRootFSTypes = "ext4,xfs,btrfs"
 )
 
 // Plan is what the kernel command line asks cfs-init to do.
@@ -74,7 +66,6 @@ func NewPlan(cmdline string) (*Plan, error) {
 		RootDelay:    opts.RootDelay,
 		Init:         opts.Init,
 		Images:       opts.Images,
-		RebootDelay:  DefaultRebootDelay,
 		ModuleParams: moduleParams(c),
 	}
 	if opts.RootFSType != "" {
@@ -90,29 +81,7 @@ func NewPlan(cmdline string) (*Plan, error) {
 			p.RootTimeout = opts.RootWaitTimeout
 		}
 	}
-	if !strings.HasPrefix(p.Init, "/") {
-		return nil, fmt.Errorf("init=%s: must be an absolute path", p.Init)
-	}
-	if p.Debug, err = opts.CFSFlag(cfsDebug); err != nil {
-		return nil, err
-	}
-	if p.Emergency, err = opts.CFSFlag(cfsEmergency); err != nil {
-		return nil, err
-	}
-	if v, ok := opts.CFS[cfsRebootDelay]; ok {
-		n, err := strconv.ParseUint(v, 10, 31)
-		if err != nil || time.Duration(n)*time.Second > maxRebootDelay {
-			return nil, fmt.Errorf("%s%s=%s: want a whole number of seconds up to %d", bootcfg.CFSPrefix, cfsRebootDelay, v, int(maxRebootDelay.Seconds()))
-		}
-		p.RebootDelay = time.Duration(n) * time.Second
-	}
-	for name := range opts.CFS {
-		switch name {
-		case cfsDebug, cfsEmergency, cfsRebootDelay:
-		default:
-			p.Unknown = append(p.Unknown, bootcfg.CFSPrefix+name)
-		}
-	}
+	p.Debug, p.Emergency, p.RebootDelay, p.Unknown = opts.Debug, opts.Emergency, opts.RebootDelay, opts.UnknownCFS
 	if len(p.Images) == 0 {
 		return nil, errors.New("the kernel command line names no composefs image: it needs composefs=<64 hex digits> (or composefs.digest=v1-sha256-12:<hex>), which the boot entry cfs-deploy wrote carries")
 	}
@@ -182,20 +151,8 @@ func (p *Plan) rootFSTypes(probed string) []string {
 // failurePlan reads only what the failure path needs (cfs.emergency,
 // cfs.reboot-delay) from a command line that NewPlan refused, so that the
 // operator's choice still holds when the line is broken elsewhere.
-// Unusable values fall back to the defaults.
 func failurePlan(cmdline string) *Plan {
-	p := &Plan{RebootDelay: DefaultRebootDelay}
-	c := bootcfg.ParseCmdline(cmdline)
-	if v, ok := c.Get(bootcfg.CFSPrefix + cfsEmergency); ok {
-		switch strings.ToLower(v) {
-		case "", "1", "yes", "y", "true", "on":
-			p.Emergency = true
-		}
-	}
-	if v, ok := c.Get(bootcfg.CFSPrefix + cfsRebootDelay); ok {
-		if n, err := strconv.ParseUint(v, 10, 31); err == nil && time.Duration(n)*time.Second <= maxRebootDelay {
-			p.RebootDelay = time.Duration(n) * time.Second
-		}
-	}
+	p := &Plan{}
+	p.Emergency, p.RebootDelay = bootcfg.FailureOptions(bootcfg.ParseCmdline(cmdline))
 	return p
 }

@@ -79,7 +79,7 @@ func TestBootRecord(t *testing.T) {
 	img.Ref.Digest, img.Ref.Source = d, "composefs="+digestA
 	dep := &deployment{Dir: "state/deploy/" + digestA, Etc: "state/deploy/" + digestA + "/etc", StateRoot: "default", Var: "state/os/default/var"}
 	rec := &BootRecord{Mode: "pid1", Device: "/dev/vda", FSType: "ext4", Init: "/sbin/init"}
-	rec.fill(img, dep, "/sysroot")
+	fillRecord(rec, img, dep, "/sysroot")
 	rec.Timings = l.timing()
 
 	run := t.TempDir()
@@ -128,7 +128,7 @@ func TestBootRecord(t *testing.T) {
 		t.Errorf("read back %+v, %v", back, err)
 	}
 	want := "booting composefs image " + digestA + " from /dev/vda: own work 20 ms, 740 ms since cfs-init started, 2.74 s since kernel start"
-	if got := rec.summary(); got != want {
+	if got := recordSummary(rec); got != want {
 		t.Errorf("summary\n got %s\nwant %s", got, want)
 	}
 }

@@ -4,11 +4,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/mountinfo"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/mountinfo"
 
 	"golang.org/x/sys/unix"
 )
@@ -143,12 +144,12 @@ func setupRoot(log *Log, sysroot, cmdline, run string, debug bool) error {
 	t.End("moved the composefs root onto %s, the physical root to %s", sysroot, seen)
 
 	rec := &BootRecord{Mode: "setup-root", Device: device, FSType: fstype, ReadOnly: ro}
-	rec.fill(img, dep, seen)
+	fillRecord(rec, img, dep, seen)
 	rec.Timings = log.timing()
 	if err := writeBootRecord(run, rec); err != nil {
 		log.Printf("warning: cannot write the boot record: %v", err)
 	}
-	log.Printf("%s", rec.summary())
+	log.Printf("%s", recordSummary(rec))
 	return nil
 }
 

@@ -1,0 +1,142 @@
+package sysroot
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Origin records where a deployment came from. It is written once, when
+// the deployment's state directory is created, and describes the commit;
+// the kernel arguments live in the boot entry only, so the two can never
+// disagree.
+type Origin struct {
+	Commit    string    `json:"commit"`
+	Branch    string    `json:"branch,omitempty"` // set when the rollout named a branch
+	Stateroot string    `json:"stateroot"`
+	Image     string    `json:"image"`
+	Kernel    string    `json:"kernel_version"`
+	Version   string    `json:"version,omitempty"` // the commit's version
+	Subject   string    `json:"subject,omitempty"` // the commit's subject
+	Created   time.Time `json:"created"`
+	// MergedFrom is the image of the deployment whose local /etc changes
+	// were carried into this one; empty for a first deployment.
+	MergedFrom string `json:"merged_from,omitempty"`
+}
+
+// ReadOrigin reads the origin record in a deployment's state directory.
+func ReadOrigin(dir string) (*Origin, error) {
+	p := filepath.Join(dir, OriginFile)
+	data, err := ReadStateFile(p, MaxStateFile)
+	if err != nil {
+		return nil, err
+	}
+	var o Origin
+	if err := json.Unmarshal(data, &o); err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return &o, nil
+}
+
+// Marshal returns the record as written to origin.json.
+func (o *Origin) Marshal() ([]byte, error) {
+	data, err := json.MarshalIndent(o, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
+}
+
+// BootRecord says what cfs-init booted and how long it took. Paths are as
+// they are seen from the booted system.
+type BootRecord struct {
+	Mode     string `json:"mode"`     // "pid1" or "setup-root"
+	Digest   string `json:"digest"`   // the image's fs-verity digest
+	Arg      string `json:"arg"`      // the kernel argument it came from
+	Insecure bool   `json:"insecure"` // composefs=?: no kernel-enforced verity
+	// KernelVerity: the kernel measured the image. False for an insecure
+	// image whose digest cfs-init computed.
+	KernelVerity bool   `json:"kernel_verity"`
+	Image        string `json:"image"`      // the image file
+	Sysroot      string `json:"sysroot"`    // where the physical root is mounted
+	Deployment   string `json:"deployment"` // the deployment's state directory
+	StateRoot    string `json:"stateroot"`
+	Etc          string `json:"etc"` // what is mounted on /etc
+	Var          string `json:"var"` // what is mounted on /var
+	Device       string `json:"device"`
+	FSType       string `json:"fstype"`
+	ReadOnly     bool   `json:"read_only"` // the physical root is mounted read-only
+	Init         string `json:"init,omitempty"`
+	Timings      Timing `json:"timings"`
+}
+
+// Timing holds the boot's times in milliseconds.
+type Timing struct {
+	// InitStart is the kernel's uptime when cfs-init started.
+	InitStart float64 `json:"init_start_ms"`
+	// SinceKernel and SinceInit are the uptime, and the time since
+	// cfs-init started, when the record was written, just before
+	// switching root (or exiting, in setup-root mode).
+	SinceKernel float64 `json:"total_since_kernel_ms"`
+	SinceInit   float64 `json:"total_since_init_ms"`
+	// Own is cfs-init's own work: everything but loading modules and
+	// waiting for the root device.
+	Own   float64    `json:"own_ms"`
+	Steps []StepTime `json:"steps"`
+}
+
+// StepTime is how long one step of cfs-init took.
+type StepTime struct {
+	Name string  `json:"name"`
+	MS   float64 `json:"ms"`
+}
+
+// ReadBootRecord reads what cfs-init recorded. A missing file wraps
+// os.ErrNotExist: the system was not booted by cfs-init.
+func ReadBootRecord(path string) (*BootRecord, error) {
+	data, err := ReadStateFile(path, MaxStateFile)
+	if err != nil {
+		return nil, err
+	}
+	var r BootRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}
+
+// ReadBootDir returns the boot directory rollout recorded for the
+// sysroot at path: a path relative to the sysroot, or an absolute one
+// (an ESP mounted elsewhere). "" when none is recorded.
+func ReadBootDir(path string) (string, error) {
+	data, err := ReadStateFile(filepath.Join(path, BootFile), 4096)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	dir := strings.TrimSuffix(string(data), "\n")
+	if dir == "" || strings.ContainsAny(dir, "\n\x00") {
+		return "", fmt.Errorf("%s: not a directory name", filepath.Join(path, BootFile))
+	}
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(path, dir)
+	}
+	return dir, nil
+}
+
+// BootDirRecord returns what ReadBootDir reads back as boot for the
+// sysroot at path: relative when the boot directory is inside it, so the
+// record holds whether the sysroot is mounted at /sysroot in an installer
+// or somewhere else once booted.
+func BootDirRecord(path, boot string) string {
+	if rel, err := filepath.Rel(path, boot); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel) {
+		return rel + "\n"
+	}
+	return boot + "\n"
+}
