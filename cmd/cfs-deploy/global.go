@@ -4,10 +4,11 @@ import (
 	"flag"
 
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
-	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"os"
 	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
+	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/config"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"

@@ -1,15 +1,13 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
 	"github.com/cfs-deploy/cfs-deploy/internal/deploy"
-	"github.com/cfs-deploy/cfs-deploy/internal/repo"
 )
 
 func init() {
@@ -17,20 +15,26 @@ func init() {
 		summary: "make a commit bootable and the boot default",
 		run:     runRollout,
 		usage: usageText(`Usage: cfs-deploy rollout [--sysroot DIR] [--boot DIR] [--root SPEC] [--karg ARG]...
-                          [--stateroot NAME] [--cfs-init PATH] [--module NAME] [--insecure] [--json]
-                          BRANCH|COMMIT
+                          [--stateroot NAME] [--keep-rollback N] [--cfs-init PATH]
+                          [--module NAME]... [--insecure] [--json] BRANCH|COMMIT
 
-Makes a commit bootable on a sysroot and the boot loader's default:
-  - state/deploy/<image digest>/ gets the image's /etc and origin.json,
-    unless the deployment exists (its /etc is then kept as it is);
-  - state/os/<stateroot>/var is seeded from the image's /var the first
-    time, and never touched again;
-  - the kernel, and the commit's initramfs.img or one built from its
-    modules with cfs-init, go to <boot>/cfs-deploy/ under names derived
-    from their content;
-  - a boot entry <boot>/loader/entries/cfs-deploy-<image>.conf boots it
-    with root=SPEC rw composefs=<digest> and the extra arguments, and
-    loader.conf's default names it.
+Makes a commit a new deployment and the boot loader's default; the earlier
+default becomes the rollback deployment:
+  - state/deploy/<image digest>/etc is the new image's /etc with the local
+    changes of the merge deployment carried over (the booted deployment, else
+    the default of the stateroot): locally modified, added and deleted files
+    stay as the admin left them, untouched files follow the new image;
+  - state/os/<stateroot>/var is seeded from the image's /var the first time,
+    and never touched again;
+  - the kernel, and the commit's initramfs.img or one built from its modules
+    with cfs-init (reused when kernel, modules and cfs-init are unchanged),
+    go to <boot>/cfs-deploy/;
+  - a boot entry <boot>/loader/entries/cfs-deploy-<image>.conf boots it with
+    root=SPEC rw composefs=<digest> plus the kernel arguments of the merge
+    deployment and --karg; its sort-key and version put it first.
+An image that is deployed already is moved to the front with its /etc as it
+is. Afterwards retention removes deployments beyond the default, the booted
+one, the pinned ones and --keep-rollback more.
 The commit's image and every object it references must be present (and
 carry fs-verity in a secure repository). A repository without fs-verity
 is only rolled out with --insecure; its entry then says composefs=?<digest>
@@ -39,14 +43,15 @@ Everything an entry needs is on disk before the entry appears; on failure
 what the rollout created is removed again.
 
 Options:
-  --sysroot DIR     the physical root holding composefs/ and state/ (default:
-                    the repository's parent, /sysroot on a booted system)
-  --repo DIR        the repository (default <sysroot>/composefs, else the
-                    configured one)
-  --boot DIR        the boot directory, /boot or the ESP (default <sysroot>/boot)
-  --root SPEC       root= value (default UUID= of the sysroot's file system)
+` + hostOptionsHelp + `
+  --root SPEC       root= value (default: the merge deployment's, else UUID= of
+                    the sysroot's file system)
   --karg ARG        another kernel argument (repeatable)
-  --stateroot NAME  which /var to use (default "default")
+  --stateroot NAME  which /var to use (default: the merge deployment's, else
+                    "default")
+  --keep-rollback N deployments after the default that retention keeps
+                    (default: [deploy] keep-rollback in config.toml, else 1)
+  --no-retention    remove no deployment after the rollout
   --cfs-init PATH   init for a built initramfs (default: next to cfs-deploy,
                     else ` + deploy.SystemInit + `)
   --module NAME     another module for a built initramfs (repeatable)
@@ -57,14 +62,14 @@ Options:
 
 func runRollout(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
-	repoFlags(fs)
-	sysroot := fs.String("sysroot", "", "")
-	boot := fs.String("boot", "", "")
+	hf := addHostFlags(fs)
 	root := fs.String("root", "", "")
-	stateroot := fs.String("stateroot", deploy.DefaultStateroot, "")
+	stateroot := fs.String("stateroot", "", "")
 	initPath := fs.String("cfs-init", "", "")
 	asJSON := fs.Bool("json", false, "")
 	insecure := fs.Bool("insecure", false, "")
+	keep := fs.Int("keep-rollback", -1, "")
+	noRetention := fs.Bool("no-retention", false, "")
 	var kargs, modules stringList
 	fs.Var(&kargs, "karg", "")
 	fs.Var(&modules, "module", "")
@@ -75,42 +80,46 @@ func runRollout(prog string, args []string) error {
 	if len(ops) != 1 {
 		return cliutil.Usagef("name one branch or commit")
 	}
-	// The sysroot is the repository's parent: --sysroot names it, else
-	// --repo or the configured repository (/sysroot/composefs on a booted
-	// system, where the physical root is mounted at /sysroot).
-	repoPath := global.repo
-	if repoPath == "" && *sysroot != "" {
-		repoPath = filepath.Join(*sysroot, "composefs")
+	if fs.Lookup("keep-rollback").Value.String() != "-1" && *keep < 0 {
+		return cliutil.Usagef("--keep-rollback must be 0 or more")
 	}
-	if repoPath == "" {
-		c, err := loadConfig()
-		if err != nil {
-			return err
-		}
-		repoPath = c.Repo
-	}
-	r, err := repo.Open(repoPath, repo.OpenOptions{})
+	h, c, err := hf.open(true)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer closeHost(h)
+	r := h.Repo
 	if !*asJSON {
 		fmt.Fprintf(os.Stderr, "repository %s (%s)\n", r.Path, r.Mode())
+		h.Log = os.Stderr
 	}
-	var log io.Writer = os.Stderr
-	if *asJSON {
-		log = nil
+	keepRollback := c.Deploy.KeepRollback
+	if *keep >= 0 {
+		keepRollback = *keep
 	}
-	res, err := deploy.Rollout(deploy.Options{
-		Repo: r, Sysroot: *sysroot, BootDir: *boot, Ref: ops[0], Stateroot: *stateroot,
-		Root: *root, Kargs: kargs, Init: *initPath, Modules: modules, Log: log,
-		AllowInsecure: *insecure,
+	res, err := h.Rollout(deploy.Options{
+		Ref: ops[0], Stateroot: *stateroot, Root: *root, Kargs: kargs, Init: *initPath, Modules: modules,
+		AllowInsecure: *insecure, KeepRollback: &keepRollback, NoRetention: *noRetention,
 	})
+	if errors.Is(err, deploy.ErrInsecureRepo) {
+		return fmt.Errorf("%w; give --insecure to roll out anyway", err)
+	}
 	if err != nil {
 		return err
 	}
 	if *asJSON {
 		return printJSON(res)
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", prog, w)
+	}
+	for _, rm := range res.Removed {
+		fmt.Fprintf(os.Stderr, "retention: removed deployment %s (entry %s, %d boot files)\n", short(rm.Image), rm.Entry, len(rm.Files))
+	}
+	if res.Merge != nil {
+		fmt.Printf("%s (from deployment %s)\n", res.Merge.String(), short(res.MergedFrom))
+	} else if !res.StateCreated {
+		fmt.Printf("image %s was deployed already: moved to the front, its /etc kept\n", short(res.Image))
 	}
 	fmt.Printf("entry     %s\nkernel    %s\ninitramfs %s\ncmdline   %s\n", res.Entry, res.Kernel, res.Initramfs, res.Cmdline)
 	return nil

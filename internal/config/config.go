@@ -19,8 +19,9 @@ const DefaultPath = "/etc/cfs-deploy/config.toml"
 // Config is the whole file.
 type Config struct {
 	// Repo is the repository directory (default /sysroot/composefs).
-	Repo string `toml:"repo"`
-	GC   GC     `toml:"gc"`
+	Repo   string `toml:"repo"`
+	GC     GC     `toml:"gc"`
+	Deploy Deploy `toml:"deploy"`
 	// Source records where the configuration came from, for messages.
 	Source string `toml:"-"`
 }
@@ -31,9 +32,19 @@ type GC struct {
 	KeepDepth int `toml:"keep-depth"`
 }
 
+// Deploy configures rollout and the other deployment verbs.
+type Deploy struct {
+	// KeepRollback is how many deployments after the default retention
+	// keeps (besides the booted and pinned ones) after a rollout.
+	KeepRollback int `toml:"keep-rollback"`
+	// Boot is the boot directory (/boot, an ESP); empty: what rollout
+	// recorded in the sysroot, else <sysroot>/boot.
+	Boot string `toml:"boot"`
+}
+
 // Defaults are used for anything the file does not set.
 func Defaults() Config {
-	return Config{Repo: "/sysroot/composefs"}
+	return Config{Repo: "/sysroot/composefs", Deploy: Deploy{KeepRollback: 1}}
 }
 
 // Load reads the configuration from path, or from the environment or the
@@ -65,6 +76,9 @@ func Load(path string) (Config, error) {
 	}
 	if c.GC.KeepDepth < 0 {
 		return c, fmt.Errorf("configuration %s: gc.keep-depth must be >= 0", path)
+	}
+	if c.Deploy.KeepRollback < 0 {
+		return c, fmt.Errorf("configuration %s: deploy.keep-rollback must be >= 0", path)
 	}
 	c.Source = path
 	return c, nil

@@ -15,8 +15,16 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Repo != "/srv/repo" || c.GC.KeepDepth != 3 || c.Source != p {
+	if c.Repo != "/srv/repo" || c.GC.KeepDepth != 3 || c.Source != p || c.Deploy.KeepRollback != 1 {
 		t.Fatalf("got %+v", c)
+	}
+	os.WriteFile(p, []byte("[deploy]\nkeep-rollback = 3\nboot = \"/efi\"\n"), 0o644)
+	if c, err = Load(p); err != nil || c.Deploy.KeepRollback != 3 || c.Deploy.Boot != "/efi" {
+		t.Fatalf("deploy section: %+v, %v", c.Deploy, err)
+	}
+	os.WriteFile(p, []byte("[deploy]\nkeep-rollback = -1\n"), 0o644)
+	if _, err = Load(p); err == nil {
+		t.Fatalf("negative keep-rollback accepted")
 	}
 }
 

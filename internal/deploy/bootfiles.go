@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"hash"
 	"io"
 	"io/fs"
@@ -15,15 +14,20 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
+	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
+	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
+
 	"github.com/cfs-deploy/cfs-deploy/internal/initramfs"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 // bootSubdir is cfs-deploy's directory in the boot directory. Every file
-// in it is named after its content, so files are shared by deployments
+// in it is named after its content (kernels) or everything its content is
+// made from (built initramfs images), so files are shared by deployments
 // with the same kernel and never rewritten with something else.
-const bootSubdir = "cfs-deploy"
+const bootSubdir = sysroot.BootFilesDir
 
 type bootFile struct {
 	abs     string // where it is
@@ -34,6 +38,7 @@ type bootFile struct {
 type bootFiles struct {
 	kernel, initramfs bootFile
 	built             bool // the initramfs was built, not taken from the commit
+	reused            bool // built earlier from the same inputs, and reused
 	manifest          *initramfs.Manifest
 }
 
@@ -49,8 +54,9 @@ func checkKernelVersion(v string) error {
 // installBootFiles puts the commit's kernel and an initramfs into the boot
 // directory: the commit's own initramfs.img if it has one, else one built
 // from the commit's modules with cfs-init as /init.
-func installBootFiles(r *repo.Repo, c *repo.Commit, tfs fs.FS, opts Options, u *undo) (*bootFiles, error) {
-	dir := filepath.Join(opts.BootDir, bootSubdir)
+func (h *Host) installBootFiles(c *repo.Commit, root *erofs.Node, tfs fs.FS, opts Options, u *undo) (*bootFiles, error) {
+	r := h.Repo
+	dir := h.BootJoin(bootSubdir)
 	if err := mkdirAll(dir, 0o755, u); err != nil {
 		return nil, err
 	}
@@ -73,10 +79,14 @@ func installBootFiles(r *repo.Repo, c *repo.Commit, tfs fs.FS, opts Options, u *
 		}
 	} else {
 		bf.built = true
-		if bf.initramfs, bf.manifest, err = buildInitramfs(tfs, opts, k.Version, dir, u); err != nil {
+		if bf.initramfs, bf.manifest, bf.reused, err = buildInitramfs(root, tfs, opts, k.Version, dir, u); err != nil {
 			return nil, err
 		}
-		logf(opts.Log, "initramfs %s: %d bytes, %d modules", bf.initramfs.abs, bf.manifest.Size, len(bf.manifest.Modules))
+		if bf.reused {
+			h.logf("initramfs %s: reused (same kernel modules, cfs-init and options)", bf.initramfs.abs)
+		} else {
+			h.logf("initramfs %s: %d bytes, %d modules", bf.initramfs.abs, bf.manifest.Size, len(bf.manifest.Modules))
+		}
 	}
 	return bf, nil
 }
@@ -120,40 +130,86 @@ func installObject(r *repo.Repo, d verity.Digest, dir, name string, u *undo) (bo
 	return bf, nil
 }
 
-// buildInitramfs builds an initramfs from the modules of the tree and
-// stores it under the first 16 hex digits of its SHA-256: the same commit
-// and cfs-init give the same bytes, so repeated rollouts share one file.
-func buildInitramfs(tfs fs.FS, opts Options, kver, dir string, u *undo) (bootFile, *initramfs.Manifest, error) {
+// buildInitramfs builds an initramfs from the modules of the tree with
+// cfs-init as /init. It is named after a hash of everything it is made
+// from (the module tree's entries, cfs-init's bytes, the options), so
+// that a rollout whose kernel and cfs-init did not change finds the image
+// an earlier one built and skips the build; the builder is reproducible,
+// so the same inputs give the same bytes.
+func buildInitramfs(root *erofs.Node, tfs fs.FS, opts Options, kver, dir string, u *undo) (bootFile, *initramfs.Manifest, bool, error) {
 	// Rollout found cfs-init (opts.Init) before writing anything.
+	key, err := initramfsKey(root, kver, opts)
+	if err != nil {
+		return bootFile{}, nil, false, err
+	}
+	name := "initramfs-" + kver + "-" + key[:16] + ".img"
+	dest := filepath.Join(dir, name)
+	bf := bootFile{abs: dest, rel: "/" + bootSubdir + "/" + name}
+	if fi, err := os.Lstat(dest); err == nil && fi.Mode().IsRegular() && fi.Size() > 0 {
+		return bf, nil, true, nil
+	}
 	var buf bytes.Buffer
 	m, err := initramfs.Build(&buf, initramfs.Options{
 		Init: opts.Init, KernelVersion: kver, FS: tfs, Extra: opts.Modules, Compression: opts.Compression,
 	})
 	if err != nil {
-		return bootFile{}, nil, fmt.Errorf("build initramfs: %w", err)
+		return bootFile{}, nil, false, fmt.Errorf("build initramfs: %w", err)
 	}
-	sum := sha256.Sum256(buf.Bytes())
-	name := "initramfs-" + kver + "-" + hex.EncodeToString(sum[:])[:16] + ".img"
-	dest := filepath.Join(dir, name)
-	bf := bootFile{abs: dest, rel: "/" + bootSubdir + "/" + name}
-	existed, same, err := sameContent(dest, func(f *os.File) (bool, error) {
-		got, err := sha256File(f)
-		return bytes.Equal(got, sum[:]), err
-	})
-	if err != nil || same {
-		return bf, &m, err
-	}
+	_, statErr := os.Lstat(dest)
 	if err := writeBootFile(dir, name, func(w io.Writer) error {
 		_, err := w.Write(buf.Bytes())
 		return err
 	}); err != nil {
-		return bf, &m, err
+		return bf, &m, false, err
 	}
-	if !existed {
+	if errors.Is(statErr, os.ErrNotExist) {
 		bf.created = true
 		u.bootFile(dest)
 	}
-	return bf, &m, nil
+	return bf, &m, false, nil
+}
+
+// initramfsKey hashes what a built initramfs is made from: the modules
+// and modules.* files of the tree's module directory (names, modes, sizes
+// and content digests, from the image: nothing is read), cfs-init's bytes
+// and the build options. The kernel image beside them is not part of it.
+func initramfsKey(root *erofs.Node, kver string, opts Options) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "cfs-deploy initramfs 1\x00%s\x00%s\x00%q\x00", kver, opts.Compression, opts.Modules)
+	init, err := os.Open(opts.Init)
+	if err != nil {
+		return "", fmt.Errorf("cfs-init: %w", err)
+	}
+	defer init.Close()
+	if _, err := io.Copy(h, init); err != nil {
+		return "", fmt.Errorf("read cfs-init %s: %w", opts.Init, err)
+	}
+	for _, base := range []string{"/usr/lib/modules/", "/lib/modules/"} {
+		n, err := erofs.Resolve(root, base+kver)
+		if err != nil || !n.IsDir() {
+			continue
+		}
+		for _, c := range n.Children {
+			// The kernel image and whatever else sits beside the module
+			// directories is not put into the initramfs.
+			if c.IsDir() || strings.HasPrefix(c.Name, "modules.") {
+				hashTree(h, c, base+kver+"/"+c.Name)
+			}
+		}
+		break
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func hashTree(h hash.Hash, n *erofs.Node, p string) {
+	t := n.Target()
+	fmt.Fprintf(h, "%s\x00%o\x00%d\x00%x\x00%s\x00", p, t.Mode, t.Size, t.Digest, t.Payload)
+	if t.Content != nil {
+		h.Write(t.Content)
+	}
+	for _, c := range t.Children {
+		hashTree(h, c, p+"/"+c.Name)
+	}
 }
 
 // sameContent reports whether dest exists and whether check accepts its
@@ -176,14 +232,6 @@ func sameContent(dest string, check func(*os.File) (bool, error)) (existed, same
 		return true, false, fmt.Errorf("read %s: %w", dest, err)
 	}
 	return true, same, nil
-}
-
-func sha256File(f *os.File) ([]byte, error) {
-	var h hash.Hash = sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return nil, err
-	}
-	return h.Sum(nil), nil
 }
 
 // writeBootFile writes dir/name atomically (temporary file, fsync,

@@ -1,41 +1,47 @@
-// Package deploy makes a commit bootable on a sysroot: it creates the
-// deployment's state (its own /etc, the stateroot's shared /var), copies
-// the kernel and an initramfs into the boot directory, writes a Boot
-// Loader Specification entry carrying composefs=<image digest>, and makes
-// that entry the default.
+// Package deploy manages the deployments of a sysroot: it makes commits
+// bootable (rollout), and rolls back, removes, pins, re-orders and edits
+// them. A deployment is a boot entry that boots an image plus the image's
+// state directory (its own /etc, merged from the previous deployment's
+// local changes, and the stateroot's shared /var); the layout is
+// internal/sysroot's.
 //
-// On disk:
-//
-//	<sysroot>/state/lock                         flock held while a rollout runs
-//	<sysroot>/state/deploy/<image digest>/etc    the deployment's /etc
-//	<sysroot>/state/deploy/<image digest>/origin.json
-//	<sysroot>/state/os/<stateroot>/var           /var shared by a stateroot
-//	<boot>/cfs-deploy/vmlinuz-<kver>-<16 hex>    named by content
-//	<boot>/cfs-deploy/initramfs-<kver>-<16 hex>.img
-//	<boot>/loader/entries/cfs-deploy-<12 hex>.conf
-//	<boot>/loader/loader.conf                    "default" names the newest
+// The boot order is written into the entries themselves: every entry
+// cfs-deploy writes has sort-key "cfs-deploy" and a numeric version, and
+// the deployment with the highest version is the default, so systemd-boot
+// (and any loader that sorts by the Boot Loader Specification's rules)
+// boots it without a "default" line in loader.conf, and boot counting can
+// push a failing entry behind the previous one. Moving a deployment to the
+// front rewrites its entry alone with a higher version: one atomic rename.
 //
 // Ordering is what keeps the boot loader safe: everything an entry refers
-// to is written and synced before the entry appears, entries appear by
-// rename, and loader.conf changes last. A failure removes what the rollout
-// created and never touches an existing deployment's /etc or the /var.
+// to is written and synced before the entry appears, entries appear and
+// change by rename, and removals take the entry away first. A failure
+// removes what the verb created and never touches an existing
+// deployment's /etc or the /var.
 package deploy
 
 import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"time"
 
-	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
+	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 // DefaultStateroot is the stateroot used when none is named.
-const DefaultStateroot = "default"
+const DefaultStateroot = sysroot.DefaultStateroot
+
+// DefaultKeepRollback is how many deployments after the default retention
+// keeps, besides the booted and the pinned ones.
+const DefaultKeepRollback = 1
+
+// ErrInsecureRepo is returned when a rollout from a repository without
+// fs-verity was not explicitly allowed.
+var ErrInsecureRepo = errors.New("repository has no fs-verity: its deployments would boot without verity=require")
 
 // Options describe one rollout.
 type Options struct {
@@ -44,19 +50,22 @@ type Options struct {
 	Repo *repo.Repo
 	// Sysroot holds state/ (default: the repository's parent).
 	Sysroot string
-	// BootDir is the boot partition or /boot (default <Sysroot>/boot).
-	// Paths in entries are relative to it.
+	// BootDir is the boot partition or /boot (default: what an earlier
+	// rollout recorded, else <Sysroot>/boot). Paths in entries are
+	// relative to it.
 	BootDir string
 	// Ref names the commit: a branch, a commit id or a prefix, with an
 	// optional ~N.
 	Ref string
-	// Stateroot selects the /var (default DefaultStateroot).
+	// Stateroot selects the /var (default: that of the deployment the
+	// new one is merged from, else DefaultStateroot).
 	Stateroot string
-	// Root is the root= value; empty: UUID= of the file system holding
-	// Sysroot.
+	// Root is the root= value; empty: that of the deployment the new one
+	// is merged from, else UUID= of the file system holding Sysroot.
 	Root string
-	// Kargs are more kernel arguments, appended after the ones rollout
-	// writes (root=, rw, composefs=).
+	// Kargs are more kernel arguments, added to those the new deployment
+	// inherits from the one it is merged from (or, for an image already
+	// deployed, to its own).
 	Kargs []string
 	// Init is the cfs-init binary put into an initramfs built for a commit
 	// that ships none; empty: FindInit.
@@ -67,9 +76,19 @@ type Options struct {
 	Compression string
 	// AllowInsecure lets a repository without fs-verity be rolled out:
 	// its entry says composefs=?<digest>, and the booted root is not
-	// protected by verity=require. Without it such a rollout is refused,
-	// so that losing fs-verity never silently weakens a boot.
+	// protected by verity=require. Without it such a rollout is refused
+	// (ErrInsecureRepo), so that losing fs-verity never silently weakens
+	// a boot.
 	AllowInsecure bool
+	// KeepRollback is how many deployments after the new default
+	// retention keeps besides the booted and pinned ones; the others are
+	// removed after the rollout. nil: DefaultKeepRollback.
+	KeepRollback *int
+	// NoRetention keeps every deployment.
+	NoRetention bool
+	// BootRecord and Cmdline override where the running system's boot
+	// record and command line are read (tests).
+	BootRecord, Cmdline string
 	// Log, if set, receives progress lines.
 	Log io.Writer
 }
@@ -83,19 +102,29 @@ type Result struct {
 	StateDir  string `json:"state_dir"`
 	// StateCreated is false when the deployment existed and its /etc was
 	// kept as it was.
-	StateCreated bool   `json:"state_created"`
-	VarDir       string `json:"var_dir"`
-	VarCreated   bool   `json:"var_created"`
-	Entry        string `json:"entry"`
-	Kernel       string `json:"kernel"`
-	Initramfs    string `json:"initramfs"`
+	StateCreated bool `json:"state_created"`
+	// MergedFrom is the image of the deployment whose local /etc changes
+	// the new /etc carries; empty when there was none.
+	MergedFrom string       `json:"merged_from,omitempty"`
+	Merge      *MergeReport `json:"etc_merge,omitempty"`
+	VarDir     string       `json:"var_dir"`
+	VarCreated bool         `json:"var_created"`
+	Entry      string       `json:"entry"`
+	Kernel     string       `json:"kernel"`
+	Initramfs  string       `json:"initramfs"`
 	// InitramfsBuilt is set when the commit had no initramfs and one was
-	// built from its modules with cfs-init.
-	InitramfsBuilt bool   `json:"initramfs_built"`
-	Cmdline        string `json:"cmdline"`
+	// built from its modules with cfs-init; InitramfsReused when an
+	// identical one built earlier was found instead.
+	InitramfsBuilt  bool   `json:"initramfs_built"`
+	InitramfsReused bool   `json:"initramfs_reused"`
+	Cmdline         string `json:"cmdline"`
 	// NewBootFiles lists the files this rollout added to the boot
 	// directory (the others were already there with the same content).
 	NewBootFiles []string `json:"new_boot_files"`
+	// Removed lists the deployments retention removed afterwards.
+	Removed []Removed `json:"removed"`
+	// Warnings are things the operator should know; the rollout worked.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // failpoint, if set by a test, is called at each step; an error it
@@ -116,16 +145,32 @@ func Rollout(opts Options) (res *Result, err error) {
 	if opts.Repo == nil {
 		return nil, errors.New("no repository")
 	}
-	if err := fillDefaults(&opts); err != nil {
-		return nil, err
-	}
-	kargs, err := parseKargs(opts.Kargs)
+	h, err := OpenHost(HostOptions{Sysroot: opts.Sysroot, Boot: opts.BootDir, Repo: opts.Repo})
 	if err != nil {
 		return nil, err
 	}
-	r := opts.Repo
+	h.BootRecord, h.Cmdline, h.Log = opts.BootRecord, opts.Cmdline, opts.Log
+	return h.Rollout(opts)
+}
+
+// Rollout makes the commit opts.Ref bootable and the boot default (the
+// fields of opts that say where are ignored: the host says).
+func (h *Host) Rollout(opts Options) (res *Result, err error) {
+	r := h.Repo
+	if r == nil {
+		return nil, errors.New("rollout needs the repository")
+	}
+	if opts.Stateroot != "" {
+		if err := sysroot.CheckStateroot(opts.Stateroot); err != nil {
+			return nil, err
+		}
+	}
+	extra, err := parseKargs(opts.Kargs)
+	if err != nil {
+		return nil, err
+	}
 	if !r.Secure && !opts.AllowInsecure {
-		return nil, fmt.Errorf("repository %s has no fs-verity (%s): its deployments would boot without verity=require; give --insecure to roll out anyway", r.Path, r.Mode())
+		return nil, fmt.Errorf("%s (%s): %w", r.Path, r.Mode(), ErrInsecureRepo)
 	}
 	id, err := r.Resolve(opts.Ref)
 	if err != nil {
@@ -135,7 +180,8 @@ func Rollout(opts Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBootable(r, c.ImageDigest(), root); err != nil {
+	img := c.ImageDigest()
+	if err := checkBootable(r, img, root); err != nil {
 		return nil, fmt.Errorf("commit %s: %w", id, err)
 	}
 	if c.Kernel == nil {
@@ -150,60 +196,94 @@ func Rollout(opts Options) (res *Result, err error) {
 			return nil, fmt.Errorf("commit %s has no initramfs.img and one cannot be built: %w", id, err)
 		}
 	}
-	rootSpec := opts.Root
-	if rootSpec == "" {
-		if rootSpec, err = DetectRoot(opts.Sysroot); err != nil {
-			return nil, fmt.Errorf("%w (give the root device with --root)", err)
-		}
-	}
-	if _, err := bootcfg.ParseRoot(rootSpec); err != nil {
-		return nil, fmt.Errorf("root=%s: %w", rootSpec, err)
-	}
 
-	unlock, err := lockState(opts.Sysroot)
+	unlock, err := h.lock()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	removeStaleTemps(opts.Sysroot, opts.BootDir)
+	h.removeStaleTemps()
+	ds, err := h.deployments()
+	if err != nil {
+		return nil, err
+	}
+	existing := ds.ByImage(img)
+	merge := h.mergeDeployment(ds, opts.Stateroot)
+	// The deployment whose entry the new one takes its kernel arguments
+	// from: its own when the image is deployed already.
+	base := merge
+	if existing != nil {
+		base = existing
+	}
+	stateroot := opts.Stateroot
+	switch {
+	case stateroot == "" && existing != nil:
+		stateroot = existing.Stateroot
+	case stateroot == "" && merge != nil:
+		stateroot = merge.Stateroot
+	case stateroot == "":
+		stateroot = DefaultStateroot
+	}
+	if merge != nil && merge.Stateroot != stateroot {
+		merge = nil // /etc changes never cross operating systems
+	}
+	cmdline, err := h.newCmdline(c, base, opts.Root, extra, !r.Secure)
+	if err != nil {
+		return nil, err
+	}
 
-	res = &Result{Commit: id.String(), Image: c.Image, Stateroot: opts.Stateroot, NewBootFiles: []string{}}
+	res = &Result{Commit: id.String(), Image: img.String(), Stateroot: stateroot, NewBootFiles: []string{}, Removed: []Removed{}}
 	if branchIs(r, opts.Ref, id) {
 		res.Branch = opts.Ref
 	}
 	u := &undo{}
 	defer func() {
 		if err != nil {
-			if uerr := u.run(opts.BootDir); uerr != nil {
+			if uerr := u.run(h.Boot); uerr != nil {
 				err = errors.Join(err, uerr)
 			}
 			res = nil
 		}
 	}()
 	tfs := r.TreeFS(root)
-	img := c.ImageDigest()
 
-	origin := Origin{
-		Commit: res.Commit, Branch: res.Branch, Stateroot: opts.Stateroot, Image: c.Image,
-		Kernel: c.Kernel.Version, Created: time.Now().UTC().Truncate(time.Second),
-		Root: rootSpec, Kargs: opts.Kargs,
+	origin := sysroot.Origin{
+		Commit: res.Commit, Branch: res.Branch, Stateroot: stateroot, Image: c.Image,
+		Kernel: c.Kernel.Version, Version: c.Version, Subject: c.Subject,
+		Created: time.Now().UTC().Truncate(time.Second),
 	}
-	if res.StateDir, res.StateCreated, err = ensureDeployment(r, root, opts.Sysroot, img, origin, u); err != nil {
-		return nil, err
+	if existing != nil {
+		if existing.Stateroot != stateroot {
+			return nil, fmt.Errorf("image %s is already deployed with stateroot %q; it cannot also use %q", img, existing.Stateroot, stateroot)
+		}
+		res.StateDir = h.Deployment(img)
+	} else {
+		if merge != nil {
+			origin.MergedFrom = merge.Image.String()
+			res.MergedFrom = origin.MergedFrom
+		}
+		if res.StateDir, res.Merge, err = h.createDeployment(root, img, origin, merge, u); err != nil {
+			return nil, err
+		}
+		res.StateCreated = true
 	}
 	if err := checkpoint("state"); err != nil {
 		return nil, err
 	}
-	if res.VarDir, res.VarCreated, err = ensureVar(r, root, opts.Sysroot, opts.Stateroot, u); err != nil {
+	if res.VarDir, res.VarCreated, err = h.ensureVar(root, stateroot, u); err != nil {
 		return nil, err
 	}
-	logf(opts.Log, "state %s (%s), var %s (%s)", res.StateDir, createdOrKept(res.StateCreated), res.VarDir, createdOrKept(res.VarCreated))
+	h.logf("state %s (%s), var %s (%s)", res.StateDir, createdOrKept(res.StateCreated), res.VarDir, createdOrKept(res.VarCreated))
+	if res.Merge != nil {
+		h.logf("%s", res.Merge.String())
+	}
 
-	bf, err := installBootFiles(r, c, tfs, opts, u)
+	bf, err := h.installBootFiles(c, root, tfs, opts, u)
 	if err != nil {
 		return nil, err
 	}
-	res.Kernel, res.Initramfs, res.InitramfsBuilt = bf.kernel.abs, bf.initramfs.abs, bf.built
+	res.Kernel, res.Initramfs = bf.kernel.abs, bf.initramfs.abs
+	res.InitramfsBuilt, res.InitramfsReused = bf.built, bf.reused
 	for _, f := range []bootFile{bf.kernel, bf.initramfs} {
 		if f.created {
 			res.NewBootFiles = append(res.NewBootFiles, f.abs)
@@ -214,56 +294,66 @@ func Rollout(opts Options) (res *Result, err error) {
 	}
 	// Everything the entry will reach goes to disk before the entry
 	// exists: the deployment's state and the boot files.
-	if err := syncFS(opts.Sysroot); err != nil {
+	if err := syncFS(h.Path); err != nil {
 		return nil, err
 	}
-	if err := syncFS(opts.BootDir); err != nil {
+	if err := syncFS(h.Boot); err != nil {
 		return nil, err
 	}
 
-	e, err := newEntry(c, id, tfs, bf, rootSpec, !r.Secure, kargs)
-	if err != nil {
-		return nil, err
-	}
-	res.Cmdline = e.Cmdline().String()
-	if res.Entry, err = writeEntry(opts.BootDir, e, u); err != nil {
+	e := newEntry(c, id, tfs, bf, cmdline)
+	res.Cmdline = cmdline.String()
+	if res.Entry, err = h.writeEntry(e, ds.frontVersion(), u); err != nil {
 		return nil, err
 	}
 	if err := checkpoint("entry"); err != nil {
 		return nil, err
 	}
-	if err := setDefault(opts.BootDir, e.ID, u); err != nil {
+	warn, err := h.dropLoaderDefault(u)
+	if err != nil {
 		return nil, err
+	}
+	if warn != "" {
+		res.Warnings = append(res.Warnings, warn)
 	}
 	if err := checkpoint("loader"); err != nil {
 		return nil, err
 	}
+	if err := h.recordBootDir(); err != nil {
+		res.Warnings = append(res.Warnings, err.Error())
+	}
+
+	// The rollout is done; what follows only tidies up, and its failures
+	// are reported without taking the new default back.
+	err = nil
+	if !opts.NoRetention {
+		keep := DefaultKeepRollback
+		if opts.KeepRollback != nil {
+			keep = *opts.KeepRollback
+		}
+		removed, rerr := h.retain(keep)
+		res.Removed = append(res.Removed, removed...)
+		if rerr != nil {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("retention: %v", rerr))
+		}
+	}
 	return res, nil
 }
 
-func fillDefaults(o *Options) error {
-	if o.Sysroot == "" {
-		o.Sysroot = o.Repo.Sysroot()
+// mergeDeployment picks the deployment whose local /etc changes a new
+// deployment carries: the booted one on the running system, else the
+// default of the stateroot (the first in boot order). A deployment the boot
+// loader gave up on (boot counter at 0) or with a damaged state is never
+// the base.
+func (h *Host) mergeDeployment(ds *Deployments, stateroot string) *Deployment {
+	usable := func(d *Deployment) bool { return d != nil && d.Problem == "" && !d.Bad() }
+	if b := ds.Booted; usable(b) && (stateroot == "" || b.Stateroot == stateroot) {
+		return b
 	}
-	if o.BootDir == "" {
-		o.BootDir = filepath.Join(o.Sysroot, "boot")
-	}
-	if o.Stateroot == "" {
-		o.Stateroot = DefaultStateroot
-	}
-	if err := checkStateroot(o.Stateroot); err != nil {
-		return err
-	}
-	// cfs-init finds the repository as <root device>/composefs.
-	if filepath.Base(filepath.Clean(o.Repo.Path)) != "composefs" {
-		return fmt.Errorf("repository %s is not named composefs: cfs-init looks for <sysroot>/composefs and could not boot the entry", o.Repo.Path)
-	}
-	same, err := sameDir(o.Sysroot, o.Repo.Sysroot())
-	if err != nil {
-		return err
-	}
-	if !same {
-		return fmt.Errorf("repository %s is not in sysroot %s: gc would not see the deployment and could delete its image", o.Repo.Path, o.Sysroot)
+	for _, d := range ds.List {
+		if usable(d) && (stateroot == "" || d.Stateroot == stateroot) {
+			return d
+		}
 	}
 	return nil
 }
@@ -278,37 +368,11 @@ func branchIs(r *repo.Repo, name string, id verity.Digest) bool {
 	return err == nil && tip == id
 }
 
-func parseKargs(args []string) (bootcfg.Cmdline, error) {
-	var c bootcfg.Cmdline
-	for _, a := range args {
-		p := bootcfg.ParseCmdline(a)
-		if len(p) == 0 {
-			return nil, fmt.Errorf("empty kernel argument %q", a)
-		}
-		for _, q := range p {
-			switch q.Key {
-			case bootcfg.KeyComposefs, bootcfg.KeyComposefsDigest:
-				return nil, fmt.Errorf("kernel argument %q: rollout writes composefs= itself", a)
-			case "root":
-				return nil, fmt.Errorf("kernel argument %q: give the root device with --root", a)
-			}
-		}
-		c = append(c, p...)
-	}
-	return c, nil
-}
-
 func createdOrKept(created bool) string {
 	if created {
 		return "created"
 	}
 	return "kept"
-}
-
-func logf(w io.Writer, format string, args ...any) {
-	if w != nil {
-		fmt.Fprintf(w, format+"\n", args...)
-	}
 }
 
 // treeNode returns the entry at p in the tree, or nil if absent.

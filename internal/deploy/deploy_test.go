@@ -2,15 +2,15 @@ package deploy
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/etcmerge"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
@@ -52,8 +52,11 @@ func TestRollout(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.Commit != a.ID.String() || o.Branch != "os" || o.Stateroot != "default" || o.Image != img ||
-		o.Kernel != f.kver || o.Created.IsZero() || !slices.Equal(o.Kargs, []string{"quiet", "console=ttyS0"}) {
+		o.Kernel != f.kver || o.Created.IsZero() || o.Version != "1.0" || o.MergedFrom != "" {
 		t.Errorf("origin %+v", o)
+	}
+	if got := readFile(t, filepath.Join(res.StateDir, "stateroot")); got != "default\n" {
+		t.Errorf("stateroot file %q", got)
 	}
 
 	// /var is seeded from the image.
@@ -69,9 +72,8 @@ func TestRollout(t *testing.T) {
 	if !bytes.Equal(readBytes(t, res.Kernel), readBytes(t, filepath.Join(f.src, "usr/lib/modules", f.kver, "vmlinuz"))) {
 		t.Errorf("kernel content differs from the tree's vmlinuz")
 	}
-	sum := sha256.Sum256(readBytes(t, res.Initramfs))
-	if res.Initramfs != filepath.Join(f.boot, "cfs-deploy", "initramfs-"+f.kver+"-"+hex.EncodeToString(sum[:])[:16]+".img") || !res.InitramfsBuilt {
-		t.Errorf("initramfs %s built=%v", res.Initramfs, res.InitramfsBuilt)
+	if !strings.HasPrefix(res.Initramfs, filepath.Join(f.boot, "cfs-deploy", "initramfs-"+f.kver+"-")) || !res.InitramfsBuilt || res.InitramfsReused {
+		t.Errorf("initramfs %s built=%v reused=%v", res.Initramfs, res.InitramfsBuilt, res.InitramfsReused)
 	}
 	if len(res.NewBootFiles) != 2 {
 		t.Errorf("new boot files %v", res.NewBootFiles)
@@ -86,8 +88,8 @@ func TestRollout(t *testing.T) {
 	if got := e.Cmdline().String(); got != wantOpts || res.Cmdline != wantOpts {
 		t.Errorf("options %q, want %q", got, wantOpts)
 	}
-	if e.Title != `Fixture OS "test" 1.0 (`+a.ID.String()[:12]+")" || e.Version != "1.0" {
-		t.Errorf("title %q version %q", e.Title, e.Version)
+	if e.Title != `Fixture OS "test" 1.0 (`+a.ID.String()[:12]+")" || e.Version != "1" || e.SortKey != SortKey {
+		t.Errorf("title %q version %q sort-key %q", e.Title, e.Version, e.SortKey)
 	}
 	refs, err := bootcfg.ComposefsRefs(e.Cmdline())
 	if err != nil || len(refs) != 1 || refs[0].Digest != a.Image || !refs[0].Insecure {
@@ -144,8 +146,12 @@ func TestRolloutKeepsStateAndSharesBootFiles(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(rb.VarDir, "lib/x/new")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("/var was re-seeded: %v", err)
 	}
-	if got := readFile(t, filepath.Join(rb.StateDir, "etc/hostname")); got != "second\n" {
-		t.Errorf("new deployment's /etc/hostname %q", got)
+	// The admin's edit is carried into the new deployment's /etc.
+	if got := readFile(t, filepath.Join(rb.StateDir, "etc/hostname")); got != "edited\n" {
+		t.Errorf("new deployment's /etc/hostname %q, want the local edit", got)
+	}
+	if rb.MergedFrom != a.Image.String() || rb.Merge == nil || rb.Merge.Count(etcmerge.Modified) != 1 {
+		t.Errorf("merge: from %q, %+v", rb.MergedFrom, rb.Merge)
 	}
 	if got := readFile(t, edited); got != "edited\n" {
 		t.Errorf("first deployment's edited /etc/hostname became %q", got)
@@ -154,8 +160,8 @@ func TestRolloutKeepsStateAndSharesBootFiles(t *testing.T) {
 		t.Errorf("origin of a rollout by commit id: %+v %v", o, err)
 	}
 	// Same kernel, same modules, same cfs-init: the same two files.
-	if rb.Kernel != ra.Kernel || rb.Initramfs != ra.Initramfs || len(rb.NewBootFiles) != 0 {
-		t.Errorf("boot files not shared: %s %s new %v", rb.Kernel, rb.Initramfs, rb.NewBootFiles)
+	if rb.Kernel != ra.Kernel || rb.Initramfs != ra.Initramfs || len(rb.NewBootFiles) != 0 || !rb.InitramfsReused {
+		t.Errorf("boot files not shared: %s %s new %v reused %v", rb.Kernel, rb.Initramfs, rb.NewBootFiles, rb.InitramfsReused)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(f.boot, "cfs-deploy")); len(ents) != 2 {
 		t.Errorf("%d files in boot/cfs-deploy, want 2", len(ents))
@@ -243,11 +249,21 @@ func TestRolloutFailureBeforeEntry(t *testing.T) {
 func TestRolloutFailureAfterEntry(t *testing.T) {
 	f := newFixture(t)
 	a := f.commit("os", "1.0")
+	// An older cfs-deploy named its entry as loader.conf's default;
+	// rollout drops that line, keeps the others, and on failure puts the
+	// file back as it was.
+	f.must(os.MkdirAll(filepath.Dir(LoaderConfPath(f.boot)), 0o755))
+	f.must(os.WriteFile(LoaderConfPath(f.boot), []byte("timeout 5\ndefault cfs-deploy-000000000000.conf\n"), 0o644))
 	ra, err := f.rollout("os", "quiet")
 	if err != nil {
 		t.Fatal(err)
 	}
 	loaderBefore := readFile(t, LoaderConfPath(f.boot))
+	if loaderBefore != "timeout 5\n" {
+		t.Errorf("loader.conf after rollout: %q, want the default line dropped", loaderBefore)
+	}
+	f.must(os.WriteFile(LoaderConfPath(f.boot), []byte("timeout 5\ndefault cfs-deploy-000000000000.conf\n"), 0o644))
+	loaderBefore = readFile(t, LoaderConfPath(f.boot))
 	entryBefore := readFile(t, ra.Entry)
 
 	// A new kernel, so that the failed rollout has a boot file of its own.
@@ -322,12 +338,17 @@ func TestRolloutRefusals(t *testing.T) {
 		want string
 	}{
 		{Options{Ref: "nosuch"}, "no such commit"},
-		{Options{Ref: "os", Kargs: []string{"composefs=abc"}}, "writes composefs= itself"},
+		{Options{Ref: "os", Kargs: []string{"composefs=abc"}}, "rollout writes it"},
 		{Options{Ref: "os", Kargs: []string{"root=/dev/sda"}}, "--root"},
 		{Options{Ref: "os", Stateroot: "../x"}, "bad stateroot"},
-		{Options{Ref: "os", Sysroot: t.TempDir()}, "gc would not see"},
+		{Options{Ref: "os", Sysroot: t.TempDir()}, "not a cfs-deploy sysroot"},
+		{Options{Ref: "os", Kargs: []string{"rootwait=forever"}}, "cfs-init would refuse"},
+		{Options{Ref: "os", Kargs: []string{"cfs.reboot-delay=99999"}}, "cfs-init would refuse"},
+		{Options{Ref: "os", Kargs: []string{"init=sbin/init"}}, "cfs-init would refuse"},
+		{Options{Ref: "os", Kargs: []string{"cfs.debug=maybe"}}, "cfs-init would refuse"},
+		{Options{Ref: "os", Kargs: []string{"rootdelay=-1"}}, "cfs-init would refuse"},
 		{Options{Ref: "os", Root: "UUID="}, "root="},
-		{Options{Ref: "os", AllowInsecure: false}, "--insecure"},
+		{Options{Ref: "os", AllowInsecure: false}, "no fs-verity"},
 	} {
 		c.opts.Repo = f.r
 		if c.opts.Root == "" {
@@ -335,7 +356,7 @@ func TestRolloutRefusals(t *testing.T) {
 		}
 		c.opts.Init = f.init
 		c.opts.BootDir = f.boot
-		c.opts.AllowInsecure = c.want != "--insecure"
+		c.opts.AllowInsecure = c.want != "no fs-verity"
 		if _, err := Rollout(c.opts); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.opts, err, c.want)
 		}
@@ -437,14 +458,28 @@ func onlyEntry(t *testing.T, boot, id string) *bootcfg.Entry {
 	return entries[0]
 }
 
+// checkDefault checks that id is the entry the boot loader boots: the
+// first of the entries in systemd-boot's order, with no loader.conf
+// default line to override the order.
 func checkDefault(t *testing.T, boot, id string) {
 	t.Helper()
+	entries, err := bootcfg.ReadEntries(EntriesDir(boot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) == 0 || entries[0].ID != id {
+		var ids []string
+		for _, e := range entries {
+			ids = append(ids, e.ID+"@"+e.Version)
+		}
+		t.Errorf("boot order %v, want %s first", ids, id)
+	}
 	lc, err := bootcfg.ReadLoaderConf(LoaderConfPath(boot))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lc.Default != id+".conf" {
-		t.Errorf("loader.conf default %q, want %s.conf", lc.Default, id)
+	if lc.Default != "" {
+		t.Errorf("loader.conf default %q: the order must come from the entries", lc.Default)
 	}
 }
 
@@ -494,7 +529,7 @@ func TestRolloutUsesCommitInitramfs(t *testing.T) {
 		t.Errorf("initramfs content is not the commit's")
 	}
 	e := onlyEntry(t, f.boot, EntryID(c.Image))
-	if e.Version != f.kver || !strings.HasPrefix(e.Title, `Fixture OS "test" (`) {
+	if e.Version != "1" || !strings.HasPrefix(e.Title, `Fixture OS "test" (`) {
 		t.Errorf("entry without a commit version: version %q title %q", e.Version, e.Title)
 	}
 }

@@ -13,58 +13,36 @@ import (
 	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
+	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
-// EntryPrefix starts the IDs of the boot entries cfs-deploy writes.
-const EntryPrefix = "cfs-deploy-"
+// SortKey is the sort-key of every entry cfs-deploy writes: entries with
+// one sort before those without, and among equal sort-keys the higher
+// version first, which is how the deployment order is kept.
+const SortKey = "cfs-deploy"
 
-// EntryID is the boot entry ID of the deployment of an image: one entry
-// per image, so rolling out the same image again rewrites its entry.
-func EntryID(img verity.Digest) string { return EntryPrefix + img.String()[:12] }
+// EntryID is the boot entry ID of the deployment of an image.
+func EntryID(img verity.Digest) string { return sysroot.EntryID(img) }
 
 // EntriesDir is the directory of BLS entries under a boot directory.
-func EntriesDir(bootDir string) string { return filepath.Join(bootDir, "loader", "entries") }
+func EntriesDir(bootDir string) string { return filepath.Join(bootDir, sysroot.EntriesDir) }
 
 // LoaderConfPath is systemd-boot's configuration under a boot directory.
-func LoaderConfPath(bootDir string) string {
-	return filepath.Join(bootDir, "loader", "loader.conf")
-}
+func LoaderConfPath(bootDir string) string { return filepath.Join(bootDir, sysroot.LoaderConf) }
 
-// newEntry composes the BLS entry of a deployment.
-func newEntry(c *repo.Commit, id verity.Digest, tfs fs.FS, bf *bootFiles, root string, insecure bool, kargs bootcfg.Cmdline) (*bootcfg.Entry, error) {
+// newEntry composes the BLS entry of a deployment; its version is set
+// when it is written, by its place in the order.
+func newEntry(c *repo.Commit, id verity.Digest, tfs fs.FS, bf *bootFiles, cl bootcfg.Cmdline) *bootcfg.Entry {
 	e := &bootcfg.Entry{
 		ID:      EntryID(c.ImageDigest()),
 		Title:   entryTitle(tfs, c, id),
-		Version: c.Version,
+		SortKey: SortKey,
 		Linux:   bf.kernel.rel,
 		Initrd:  []string{bf.initramfs.rel},
 	}
-	// The version orders entries in menus; a commit without one is
-	// ordered by its kernel.
-	if e.Version == "" {
-		e.Version = c.Kernel.Version
-	}
-	var cl bootcfg.Cmdline
-	if err := cl.Replace("root", root); err != nil {
-		return nil, fmt.Errorf("root=%s: %w", root, err)
-	}
-	args := append([]string{"rw", bootcfg.ComposefsArg(c.ImageDigest(), insecure)}, paramStrings(kargs)...)
-	for _, a := range args {
-		if err := cl.Add(a); err != nil {
-			return nil, fmt.Errorf("kernel argument %q: %w", a, err)
-		}
-	}
 	e.SetCmdline(cl)
-	return e, nil
-}
-
-func paramStrings(c bootcfg.Cmdline) []string {
-	out := make([]string, len(c))
-	for i, p := range c {
-		out[i] = p.String()
-	}
-	return out
+	return e
 }
 
 // entryTitle is the OS's PRETTY_NAME, the commit's version when the name
@@ -135,10 +113,12 @@ type entryFile struct {
 	data []byte
 }
 
-// writeEntry writes e into the entries directory. What was there for the
-// same ID is remembered, so that a failure later on puts it back.
-func writeEntry(bootDir string, e *bootcfg.Entry, u *undo) (string, error) {
-	dir := EntriesDir(bootDir)
+// writeEntry writes e with the given version into the entries
+// directory, keeping the boot counter of the entry's current file (if
+// any). What was there for the same ID is remembered, so that a failure
+// later on puts it back.
+func (h *Host) writeEntry(e *bootcfg.Entry, version string, u *undo) (string, error) {
+	dir := h.Entries()
 	if err := mkdirAll(dir, 0o755, u); err != nil {
 		return "", err
 	}
@@ -147,6 +127,7 @@ func writeEntry(bootDir string, e *bootcfg.Entry, u *undo) (string, error) {
 		return "", err
 	}
 	u.restore(func() error { return restoreEntry(dir, e.ID, old) })
+	e.SortKey, e.Version = SortKey, version
 	if err := bootcfg.WriteEntry(dir, e); err != nil {
 		return "", err
 	}
@@ -199,32 +180,46 @@ func restoreEntry(dir, id string, old []entryFile) error {
 	return atomicfile.SyncDir(dir)
 }
 
-// setDefault makes the entry id the default in loader.conf, keeping the
-// file's other lines. The previous file is put back if the rollout fails
-// after this.
-func setDefault(bootDir, id string, u *undo) error {
-	p := LoaderConfPath(bootDir)
+// dropLoaderDefault removes a "default" line of loader.conf that names
+// cfs-deploy's entries: the order lives in the entries, and in
+// systemd-boot a default naming an entry defeats boot counting. A default
+// naming something else is the admin's and stays; the returned warning
+// says that it overrides the deployment order. The previous file is put
+// back if the verb fails after this.
+func (h *Host) dropLoaderDefault(u *undo) (warning string, err error) {
+	p := LoaderConfPath(h.Boot)
 	old, err := os.ReadFile(p)
-	existed := err == nil
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
 	}
 	lc, err := bootcfg.ParseLoaderConf(bytes.NewReader(old))
 	if err != nil {
-		return fmt.Errorf("%s: %w", p, err)
+		return "", fmt.Errorf("%s: %w", p, err)
 	}
-	u.restore(func() error {
-		if existed {
-			return atomicfile.WriteFile(p, old, 0o644)
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
+	if lc.Default == "" {
+		return "", nil
+	}
+	if !strings.HasPrefix(lc.Default, sysroot.EntryIDPrefix) {
+		return fmt.Sprintf("%s says \"default %s\", which overrides the deployment order cfs-deploy writes into the entries", p, lc.Default), nil
+	}
+	u.restore(func() error { return atomicfile.WriteFile(p, old, 0o644) })
+	lc.Default = ""
+	return "", bootcfg.WriteLoaderConf(p, lc)
+}
+
+// recordBootDir remembers the boot directory in the sysroot, so that the
+// verbs run later find the entries without being told.
+func (h *Host) recordBootDir() error {
+	want := sysroot.BootDirRecord(h.Path, h.Boot)
+	p := h.Join(sysroot.BootFile)
+	if cur, err := os.ReadFile(p); err == nil && string(cur) == want {
 		return nil
-	})
-	lc.Default = id + ".conf"
-	if err := bootcfg.WriteLoaderConf(p, lc); err != nil {
-		return err
+	}
+	if err := atomicfile.WriteFile(p, []byte(want), 0o644); err != nil {
+		return fmt.Errorf("record the boot directory: %w", err)
 	}
 	return nil
 }

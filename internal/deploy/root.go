@@ -2,10 +2,11 @@ package deploy
 
 import (
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/mountinfo"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/mountinfo"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/blockdev"
 	"golang.org/x/sys/unix"

@@ -1,166 +1,146 @@
 package deploy
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
-	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
+	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
-// OriginFile is the name of a deployment's origin record.
-const OriginFile = "origin.json"
-
-// Origin records where a deployment came from. It is written once, when
-// the deployment's state directory is created.
-type Origin struct {
-	Commit    string    `json:"commit"`
-	Branch    string    `json:"branch,omitempty"` // set when the rollout named a branch
-	Stateroot string    `json:"stateroot"`
-	Image     string    `json:"image"`
-	Kernel    string    `json:"kernel_version"`
-	Created   time.Time `json:"created"`
-	Root      string    `json:"root"`
-	Kargs     []string  `json:"kargs"` // the extra arguments asked for, not root=/rw/composefs=
-}
+// Origin is a deployment's origin record (internal/sysroot's).
+type Origin = sysroot.Origin
 
 // ReadOrigin reads the origin record of the deployment directory dir.
-func ReadOrigin(dir string) (*Origin, error) {
-	data, err := os.ReadFile(filepath.Join(dir, OriginFile))
-	if err != nil {
-		return nil, err
-	}
-	var o Origin
-	if err := json.Unmarshal(data, &o); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, OriginFile), err)
-	}
-	return &o, nil
-}
+func ReadOrigin(dir string) (*Origin, error) { return sysroot.ReadOrigin(dir) }
 
 // StateDir is where the deployment of an image keeps its state.
-func StateDir(sysroot string, image verity.Digest) string {
-	return filepath.Join(sysroot, "state", "deploy", image.String())
+func StateDir(root string, image verity.Digest) string {
+	return filepath.Join(root, sysroot.DeploymentRel(image))
 }
 
 // VarDir is the /var of a stateroot.
-func VarDir(sysroot, stateroot string) string {
-	return filepath.Join(sysroot, "state", "os", stateroot, "var")
-}
+func VarDir(root, stateroot string) string { return filepath.Join(root, sysroot.VarRel(stateroot)) }
 
-// tempPrefix starts the names of directories being built; a crash leaves
-// them behind, and the next rollout removes them.
-const tempPrefix = ".tmp-"
-
-func checkStateroot(name string) error {
-	if name == "" || len(name) > 64 || name[0] == '.' || name[0] == '-' {
-		return fmt.Errorf("bad stateroot name %q", name)
-	}
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("bad stateroot name %q: use letters, digits, '.', '_', '-'", name)
-		}
-	}
-	return nil
-}
-
-// lockState serialises rollouts on a sysroot. The lock file lives in
-// state/, outside state/deploy, which only holds deployments.
-func lockState(sysroot string) (func(), error) {
-	dir := filepath.Join(sysroot, "state")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	return filelock.Exclusive(filepath.Join(dir, "lock"))
-}
-
-// removeStaleTemps deletes what interrupted rollouts left. The caller
-// holds the state lock, so no other rollout is building them.
-func removeStaleTemps(sysroot, bootDir string) {
-	dirs := []string{filepath.Join(sysroot, "state", "deploy")}
-	if roots, err := os.ReadDir(filepath.Join(sysroot, "state", "os")); err == nil {
+// removeStaleTemps deletes what interrupted verbs left: directories being
+// built or removed in the state directories, and temporary files in the
+// boot directory. The caller holds the state lock, so no other verb is
+// working on them. It returns how many it removed.
+func (h *Host) removeStaleTemps() int {
+	n := 0
+	dirs := []string{h.Join(sysroot.DeployDir)}
+	if roots, err := os.ReadDir(h.Join(sysroot.OSDir)); err == nil {
 		for _, r := range roots {
-			dirs = append(dirs, filepath.Join(sysroot, "state", "os", r.Name()))
+			dirs = append(dirs, h.Join(sysroot.OSDir, r.Name()))
 		}
 	}
 	for _, d := range dirs {
 		ents, _ := os.ReadDir(d)
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), tempPrefix) {
-				os.RemoveAll(filepath.Join(d, e.Name()))
+			if strings.HasPrefix(e.Name(), sysroot.TempPrefix) && os.RemoveAll(filepath.Join(d, e.Name())) == nil {
+				n++
 			}
 		}
 	}
 	// Temporary files of boot files, of our entries and of loader.conf
 	// (the boot loader skips dot files, but they take space on a small
 	// ESP).
-	for _, bd := range []string{filepath.Join(bootDir, bootSubdir), EntriesDir(bootDir), filepath.Dir(LoaderConfPath(bootDir))} {
+	bootFiles := h.BootJoin(sysroot.BootFilesDir)
+	for _, bd := range []string{bootFiles, h.Entries(), filepath.Dir(LoaderConfPath(h.Boot))} {
 		ents, _ := os.ReadDir(bd)
 		for _, e := range ents {
-			n := e.Name()
-			ours := bd == filepath.Join(bootDir, bootSubdir) || strings.HasPrefix(n, "."+EntryPrefix) || strings.HasPrefix(n, ".loader.conf.")
-			if ours && strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-") && e.Type().IsRegular() {
-				os.Remove(filepath.Join(bd, n))
+			name := e.Name()
+			ours := bd == bootFiles || strings.HasPrefix(name, "."+sysroot.EntryIDPrefix) || strings.HasPrefix(name, ".loader.conf.")
+			if ours && strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-") && e.Type().IsRegular() && os.Remove(filepath.Join(bd, name)) == nil {
+				n++
 			}
 		}
 	}
+	return n
 }
 
-// ensureDeployment creates <sysroot>/state/deploy/<image> with the
-// image's /etc and the origin record, unless it exists: an existing
-// deployment's /etc holds the admin's changes and is never replaced.
-func ensureDeployment(r *repo.Repo, root *erofs.Node, sysroot string, img verity.Digest, o Origin, u *undo) (string, bool, error) {
-	dir := StateDir(sysroot, img)
-	if exists, err := existingDir(dir); exists || err != nil {
-		if err != nil {
-			return dir, false, err
+// createDeployment creates the state directory of the deployment of img:
+// the new image's /etc with merge's local changes applied (when there is
+// a merge deployment), origin.json and the stateroot file. It is built
+// under a temporary name and renamed into place.
+func (h *Host) createDeployment(root *erofs.Node, img verity.Digest, o sysroot.Origin, merge *Deployment, u *undo) (string, *MergeReport, error) {
+	dir := h.Deployment(img)
+	if _, err := os.Lstat(dir); err == nil {
+		// No entry names it (else the rollout would have found it): a
+		// leftover of an undeploy or a crash, which cleanup would
+		// remove. Its /etc is stale; start afresh.
+		if err := h.discardState(img); err != nil {
+			return dir, nil, err
 		}
-		// cfs-init binds the stateroot the origin names; a different one
-		// asked for now would be reported but never used.
-		prev, err := ReadOrigin(dir)
-		if err != nil {
-			return dir, false, fmt.Errorf("existing deployment: %w", err)
-		}
-		if prev.Stateroot != o.Stateroot {
-			return dir, false, fmt.Errorf("image %s is already deployed with stateroot %q; it cannot also use %q", img, prev.Stateroot, o.Stateroot)
-		}
-		return dir, false, nil
 	}
 	tmp, err := stagingDir(dir, img.String()[:12]+"-", u)
 	if err != nil {
-		return dir, false, err
+		return dir, nil, err
 	}
-	if err := checkoutOrEmpty(r, treeNode(root, "/etc"), filepath.Join(tmp, "etc")); err != nil {
-		return dir, false, fmt.Errorf("check out /etc: %w", err)
+	etc := filepath.Join(tmp, sysroot.EtcDir)
+	if err := checkoutOrEmpty(h.Repo, treeNode(root, "/etc"), etc); err != nil {
+		return dir, nil, fmt.Errorf("check out /etc: %w", err)
 	}
-	data, err := json.MarshalIndent(o, "", "  ")
+	var rep *MergeReport
+	if merge != nil {
+		if rep, err = h.mergeEtc(merge, etc); err != nil {
+			return dir, nil, err
+		}
+	}
+	data, err := o.Marshal()
 	if err != nil {
-		return dir, false, err
+		return dir, nil, err
 	}
-	if err := os.WriteFile(filepath.Join(tmp, OriginFile), append(data, '\n'), 0o644); err != nil {
-		return dir, false, err
+	if err := os.WriteFile(filepath.Join(tmp, sysroot.OriginFile), data, 0o644); err != nil {
+		return dir, nil, err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, sysroot.StaterootFile), []byte(o.Stateroot+"\n"), 0o644); err != nil {
+		return dir, nil, err
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return dir, false, err
+		return dir, nil, err
 	}
 	if err := publish(tmp, dir); err != nil {
-		return dir, false, err
+		return dir, nil, err
 	}
 	u.tree(dir)
-	return dir, true, nil
+	return dir, rep, nil
+}
+
+// discardState removes a deployment's state directory: renamed to a
+// temporary name first, so that a crash in the middle leaves something
+// the next writer recognises as a leftover, never half an /etc under the
+// deployment's name.
+func (h *Host) discardState(img verity.Digest) error {
+	dir := h.Deployment(img)
+	gone := filepath.Join(filepath.Dir(dir), fmt.Sprintf("%srm-%s-%d", sysroot.TempPrefix, img.String()[:12], time.Now().UnixNano()))
+	if err := os.Rename(dir, gone); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("remove deployment state %s: %w", dir, err)
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("remove deployment state %s: %w", gone, err)
+	}
+	return nil
 }
 
 // ensureVar creates the stateroot's /var from the image's /var the first
 // time; after that it belongs to the running systems and is left alone.
-func ensureVar(r *repo.Repo, root *erofs.Node, sysroot, stateroot string, u *undo) (string, bool, error) {
-	dir := VarDir(sysroot, stateroot)
+func (h *Host) ensureVar(root *erofs.Node, stateroot string, u *undo) (string, bool, error) {
+	dir := h.Var(stateroot)
 	if exists, err := existingDir(dir); exists || err != nil {
 		return dir, false, err
 	}
@@ -169,7 +149,7 @@ func ensureVar(r *repo.Repo, root *erofs.Node, sysroot, stateroot string, u *und
 		return dir, false, err
 	}
 	staged := filepath.Join(tmp, "var")
-	if err := checkoutOrEmpty(r, treeNode(root, "/var"), staged); err != nil {
+	if err := checkoutOrEmpty(h.Repo, treeNode(root, "/var"), staged); err != nil {
 		return dir, false, fmt.Errorf("check out /var: %w", err)
 	}
 	if err := publish(staged, dir); err != nil {
@@ -206,7 +186,7 @@ func stagingDir(dir, name string, u *undo) (string, error) {
 	if err := mkdirAll(parent, 0o755, u); err != nil {
 		return "", err
 	}
-	tmp, err := os.MkdirTemp(parent, tempPrefix+name)
+	tmp, err := os.MkdirTemp(parent, sysroot.TempPrefix+name)
 	if err != nil {
 		return "", err
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
+	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
@@ -76,6 +77,16 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 		return nil
 	}
 
+	keepKernel := func(c *Commit) {
+		if c.Kernel != nil {
+			for _, h := range []string{c.Kernel.Vmlinuz, c.Kernel.Initramfs} {
+				if d, err := verity.ParseDigest(h); err == nil {
+					live[d] = true
+				}
+			}
+		}
+	}
+
 	branches, err := r.Branches()
 	if err != nil {
 		return nil, err
@@ -111,13 +122,7 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 				if err := keepImage(c.ImageDigest()); err != nil {
 					return nil, err
 				}
-				if c.Kernel != nil {
-					for _, h := range []string{c.Kernel.Vmlinuz, c.Kernel.Initramfs} {
-						if d, err := verity.ParseDigest(h); err == nil {
-							live[d] = true
-						}
-					}
-				}
+				keepKernel(c)
 			}
 			p, ok := c.ParentDigest()
 			if !ok {
@@ -131,6 +136,28 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 			id = p
 		}
 	}
+	deployed, deployedCommits, err := r.Deployed()
+	if err != nil {
+		return nil, err
+	}
+	rep.Deployments = len(deployed)
+	// A deployment keeps the commit it was made from (status and etc-diff
+	// read it), even when the branch's kept history no longer reaches it.
+	for _, id := range deployedCommits {
+		if liveCommits[id] || !r.hasCommit(id) {
+			continue
+		}
+		c, err := r.ReadCommit(id)
+		if err != nil {
+			return nil, fmt.Errorf("deployed commit %s: %w (run fsck)", id, err)
+		}
+		liveCommits[id] = true
+		live[id] = true
+		keepKernel(c)
+		if p, ok := c.ParentDigest(); ok {
+			parents[id] = p
+		}
+	}
 	// Commits whose parent is no longer kept start a shallow history.
 	for id, p := range parents {
 		if liveCommits[id] && !liveCommits[p] {
@@ -138,11 +165,6 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 		}
 	}
 
-	deployed, err := r.DeployedImages()
-	if err != nil {
-		return nil, err
-	}
-	rep.Deployments = len(deployed)
 	named, err := r.namedImages()
 	if err != nil {
 		return nil, err
@@ -253,24 +275,26 @@ func (r *Repo) writeShallow(add []verity.Digest, liveCommits map[verity.Digest]b
 	return atomicfile.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 }
 
-// DeployedImages lists the images that deployments on this sysroot use:
-// the names of <sysroot>/state/deploy/<image digest>.
-func (r *Repo) DeployedImages() ([]verity.Digest, error) {
-	dir := filepath.Join(r.Sysroot(), "state", "deploy")
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+// Deployed lists the images that deployments on this sysroot use (the
+// sysroot's state directories, whether or not a boot entry names them
+// yet) and the commits their origin records name.
+func (r *Repo) Deployed() ([]verity.Digest, []verity.Digest, error) {
+	s := &sysroot.Sysroot{Path: r.Sysroot()}
+	images, err := s.ListDeployed()
 	if err != nil {
-		return nil, fmt.Errorf("list deployments: %w", err)
+		return nil, nil, err
 	}
-	var out []verity.Digest
-	for _, e := range ents {
-		if d, err := verity.ParseDigest(e.Name()); err == nil && e.IsDir() {
-			out = append(out, d)
+	var commits []verity.Digest
+	for _, img := range images {
+		o, err := sysroot.ReadOrigin(s.Deployment(img))
+		if err != nil {
+			continue // fsck and status report it; its image is kept anyway
+		}
+		if id, err := verity.ParseDigest(o.Commit); err == nil {
+			commits = append(commits, id)
 		}
 	}
-	return out, nil
+	return images, commits, nil
 }
 
 // namedImages lists the images that images/refs/** name: the composefs-rs

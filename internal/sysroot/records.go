@@ -140,3 +140,37 @@ func BootDirRecord(path, boot string) string {
 	}
 	return boot + "\n"
 }
+
+// Staged is a deployment prepared by `rollout --stage`: its state
+// directory and boot files exist, and finalize writes this entry and makes
+// it the default. Until then no boot loader sees it.
+type Staged struct {
+	Image      string    `json:"image"`
+	Commit     string    `json:"commit"`
+	Stateroot  string    `json:"stateroot"`
+	MergedFrom string    `json:"merged_from,omitempty"`
+	Created    time.Time `json:"created"`
+	// The entry finalize writes.
+	Title   string   `json:"title"`
+	Linux   string   `json:"linux"`
+	Initrd  []string `json:"initrd"`
+	Options string   `json:"options"`
+	Tries   int      `json:"tries,omitempty"` // boot counting: tries of the new entry (0: none)
+}
+
+// ReadStaged reads the staged deployment's record at path; nil, nil when
+// there is none.
+func ReadStaged(path string) (*Staged, error) {
+	data, err := ReadStateFile(path, MaxStateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s Staged
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &s, nil
+}
