@@ -1,12 +1,15 @@
 package vmtest
 
 import (
+	"bytes"
+
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 )
 
 // BootEntry is the boot loader entry a test boots, read from a disk image
@@ -18,18 +21,21 @@ type BootEntry struct {
 	Initrd  []string // its initrd paths
 	Options string   // its options lines joined by spaces: the kernel command line
 	Default string   // loader.conf's default pattern ("" if none)
+	Order   []string // every entry file in the boot loader's order
 
 	Kernel     string // host copy of the kernel
 	InitrdFile string // host copy of the initrds, concatenated as the boot loader loads them
 	InitrdSize int64
 }
 
-// ReadBootEntry reads <bootDir>/loader/loader.conf and the entry its
-// default names (a glob on entry file names, as systemd-boot matches it;
-// without a default, the first entry in reverse name order, where newer
-// versions sort), then copies the entry's kernel and initramfs out of img
-// into dir. bootDir is where the boot file system's root is in img ("/boot"
-// when /boot is a directory of the root file system).
+// ReadBootEntry picks the entry of <bootDir>/loader/entries that
+// systemd-boot 252 would boot and copies its kernel and initramfs out of
+// img into dir. Like systemd-boot it sorts the entries by its menu rules
+// (bootcfg.SortEntries: exhausted boot counters last, sort-key, version,
+// ...) and boots the first, unless loader.conf has a default: a glob that
+// 252 matches against the entry's ID, which there still includes the boot
+// counter. bootDir is where the boot file system's root is in img
+// ("/boot" when /boot is a directory of the root file system).
 func ReadBootEntry(img, bootDir, dir string) (*BootEntry, error) {
 	bootDir = strings.TrimSuffix(bootDir, "/")
 	entriesDir := bootDir + "/loader/entries"
@@ -37,33 +43,51 @@ func ReadBootEntry(img, bootDir, dir string) (*BootEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boot entries: %w", err)
 	}
-	var names []string
+	var entries []*bootcfg.Entry
 	for _, e := range ents {
-		if strings.HasSuffix(e.Name, ".conf") && e.Mode&0o170000 == 0o100000 {
-			names = append(names, e.Name)
+		if e.Mode&0o170000 != 0o100000 || strings.HasPrefix(e.Name, ".") {
+			continue
 		}
+		id, counter, ok := bootcfg.ParseEntryFileName(e.Name)
+		if !ok {
+			continue
+		}
+		text, err := ReadFileFromExt4(img, entriesDir+"/"+e.Name)
+		if err != nil {
+			return nil, err
+		}
+		be, err := bootcfg.ParseEntry(bytes.NewReader(text))
+		if err != nil {
+			return nil, fmt.Errorf("entry %s: %w", e.Name, err)
+		}
+		be.ID, be.Counter, be.File = id, counter, e.Name
+		entries = append(entries, be)
 	}
-	if len(names) == 0 {
+	if len(entries) == 0 {
 		return nil, fmt.Errorf("no entries in %s of %s", entriesDir, img)
 	}
-	sort.Sort(sort.Reverse(sort.StringSlice(names)))
+	bootcfg.SortEntries(entries)
 
 	be := &BootEntry{}
 	if conf, err := ReadFileFromExt4(img, bootDir+"/loader/loader.conf"); err == nil {
 		be.Default = confValue(string(conf), "default")
 	}
-	be.File = names[0]
+	be.File = entries[0].File
 	if be.Default != "" {
 		be.File = ""
-		for _, n := range names {
-			if entryMatches(be.Default, n) {
-				be.File = n
+		for _, e := range entries {
+			if entryMatches(be.Default, e.File) {
+				be.File = e.File
 				break
 			}
 		}
 		if be.File == "" {
-			return nil, fmt.Errorf("loader.conf default %q matches none of the entries %v", be.Default, names)
+			// systemd-boot falls back to the first entry.
+			be.File = entries[0].File
 		}
+	}
+	for _, e := range entries {
+		be.Order = append(be.Order, e.File)
 	}
 
 	text, err := ReadFileFromExt4(img, entriesDir+"/"+be.File)
@@ -114,30 +138,16 @@ func ReadBootEntry(img, bootDir, dir string) (*BootEntry, error) {
 	return be, out.Close()
 }
 
-// entryMatches matches loader.conf's default against an entry file name:
-// systemd-boot compares the pattern with the entry's ID, which for a type
-// #1 entry is its file name without a boot counter ("+3-1").
+// entryMatches matches loader.conf's default against an entry as
+// systemd-boot 252 does: the pattern is a glob on the entry's ID, which
+// for a type #1 entry is its file name, boot counter included.
 func entryMatches(pattern, file string) bool {
-	id := file
-	if base, ok := strings.CutSuffix(file, ".conf"); ok {
-		if i := strings.LastIndexByte(base, '+'); i >= 0 && isCounter(base[i+1:]) {
-			base = base[:i]
-		}
-		id = base + ".conf"
-	}
-	for _, cand := range []string{id, strings.TrimSuffix(id, ".conf")} {
+	for _, cand := range []string{file, strings.TrimSuffix(file, ".conf")} {
 		if ok, _ := path.Match(pattern, cand); ok {
 			return true
 		}
 	}
 	return false
-}
-
-// isCounter reports whether s is "LEFT" or "LEFT-DONE" in digits.
-func isCounter(s string) bool {
-	left, done, hasDone := strings.Cut(s, "-")
-	digits := func(x string) bool { return x != "" && strings.Trim(x, "0123456789") == "" }
-	return digits(left) && (!hasDone || digits(done))
 }
 
 // splitConfLine splits a loader.conf or entry line into key and value

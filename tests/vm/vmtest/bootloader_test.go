@@ -43,15 +43,46 @@ func TestReadBootEntry(t *testing.T) {
 	}
 }
 
+// TestReadBootEntryOrder: without a default line the entry systemd-boot
+// sorts first boots: sort-key entries by version, newest first; an
+// exhausted counter last.
+func TestReadBootEntryOrder(t *testing.T) {
+	needE2fsprogs(t)
+	entry := func(version string) string {
+		return "title t\nversion " + version + "\nsort-key cfs-deploy\nlinux /k/" + version + "\noptions composefs=" + version + "\n"
+	}
+	files := map[string]string{
+		"boot/loader/loader.conf":                   "timeout 0\n",
+		"boot/loader/entries/zz-nosortkey.conf":     "linux /k/zz\n",
+		"boot/loader/entries/cfs-deploy-a.conf":     entry("9"),
+		"boot/loader/entries/cfs-deploy-b.conf":     entry("10"),
+		"boot/loader/entries/cfs-deploy-c+0-2.conf": entry("11"),
+		"boot/k/9": "nine", "boot/k/10": "ten", "boot/k/11": "eleven", "boot/k/zz": "zz",
+	}
+	img := MakeExt4(t, "8M", files, false)
+	be, err := ReadBootEntry(img, "/boot", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "cfs-deploy-b.conf cfs-deploy-a.conf zz-nosortkey.conf cfs-deploy-c+0-2.conf"
+	if be.File != "cfs-deploy-b.conf" || strings.Join(be.Order, " ") != want {
+		t.Errorf("boots %s, order %v; want %s", be.File, be.Order, want)
+	}
+}
+
 func TestEntryMatches(t *testing.T) {
 	for _, c := range []struct {
 		pattern, file string
 		want          bool
 	}{
 		{"a.conf", "a.conf", true},
-		{"a.conf", "a+3.conf", true},
-		{"a.conf", "a+0-3.conf", true},
-		{"a", "a+1.conf", true},
+		// systemd-boot 252 matches the ID with its boot counter
+		// (uefi-boot-counting.md): NAME.conf no longer matches once the
+		// file is NAME+0-1.conf, while a glob NAME* still does.
+		{"a.conf", "a+3.conf", false},
+		{"a.conf", "a+0-3.conf", false},
+		{"a*", "a+0-3.conf", true},
+		{"a+1.conf", "a+1.conf", true},
 		{"a*.conf", "ab.conf", true},
 		{"a.conf", "a+x.conf", false},
 		{"b.conf", "a.conf", false},
