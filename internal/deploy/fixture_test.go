@@ -20,7 +20,7 @@ import (
 // checkout must reproduce, /var, os-release, and a kernel with the real
 // modules an initramfs needs (from the Debian kernel the VM tests cache).
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	src     string // the tree to commit
 	sysroot string
 	boot    string
@@ -29,11 +29,11 @@ type fixture struct {
 	kver    string
 }
 
-func newFixture(t *testing.T) *fixture { t.Helper(); return newFixtureIn(t, "") }
+func newFixture(t testing.TB) *fixture { t.Helper(); return newFixtureIn(t, "") }
 
 // newFixtureIn makes the fixture with its sysroot at the given directory
 // (empty: a new temporary one).
-func newFixtureIn(t *testing.T, sysroot string) *fixture {
+func newFixtureIn(t testing.TB, sysroot string) *fixture {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (chown, mknod)")
@@ -117,7 +117,7 @@ func (f *fixture) rollout(ref string, kargs ...string) (*Result, error) {
 	})
 }
 
-func copyFile(t *testing.T, from, to string) {
+func copyFile(t testing.TB, from, to string) {
 	t.Helper()
 	in, err := os.Open(from)
 	if err != nil {

@@ -268,8 +268,9 @@ func (h *Host) EditKargs(index int, edits []KargsEdit) (*Deployment, bootcfg.Cmd
 }
 
 // retain removes the deployments retention does not keep: everything but
-// the default, the booted one, the pinned ones and the keepRollback
-// deployments after the default. The caller holds the lock.
+// the default, the keepRollback deployments right after it (the rollback
+// positions, whichever they are), the booted one and the pinned ones. The
+// caller holds the lock.
 func (h *Host) retain(keepRollback int) ([]Removed, error) {
 	ds, err := h.deployments()
 	if err != nil {
@@ -277,17 +278,13 @@ func (h *Host) retain(keepRollback int) ([]Removed, error) {
 	}
 	var removed []Removed
 	var errs []error
-	rollbacks := 0
 	for i, d := range ds.List {
 		switch {
-		case i == 0 || d.Booted || d.Pinned:
+		case i <= keepRollback || d.Booted || d.Pinned:
 			continue
 		case d.Problem != "":
 			// Not removed on a guess: its /etc may be all that is
 			// left of it. status shows it; undeploy removes it.
-			continue
-		case rollbacks < keepRollback:
-			rollbacks++
 			continue
 		}
 		rm, err := h.remove(ds, d)

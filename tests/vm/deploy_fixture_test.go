@@ -169,7 +169,7 @@ func (f *fixture) makeTree() error {
 		return write(dst, b, perm)
 	}
 
-	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "sysroot", "usr/bin", "usr/sbin", "var/log", "root"} {
+	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "sysroot", "mnt", "usr/bin", "usr/sbin", "var/log", "root"} {
 		if err := os.MkdirAll(filepath.Join(f.tree, d), 0o755); err != nil {
 			return err
 		}
@@ -201,7 +201,8 @@ func (f *fixture) makeTree() error {
 	if err := copyFile("bin/busybox", "/bin/busybox", 0o755); err != nil {
 		return err
 	}
-	for _, applet := range []string{"sh", "cat", "ls", "mount", "umount", "sync", "poweroff", "reboot", "dmesg", "sha256sum"} {
+	for _, applet := range []string{"sh", "cat", "ls", "mount", "umount", "sync", "poweroff", "reboot", "dmesg", "sha256sum",
+		"echo", "rm", "mkdir", "cp", "tr", "grep", "sed", "head", "stat", "chmod"} {
 		if err := os.Symlink("busybox", filepath.Join(f.tree, "bin", applet)); err != nil {
 			return err
 		}
@@ -209,11 +210,21 @@ func (f *fixture) makeTree() error {
 	if err := copyFile("sbin/init", f.testInitBin, 0o755); err != nil {
 		return err
 	}
+	// The OS updates itself: cfs-deploy, and cfs-init where rollout looks
+	// for it to build initramfs images.
+	if err := copyFile("usr/bin/cfs-deploy", f.deployBin, 0o755); err != nil {
+		return err
+	}
+	if err := copyFile("usr/lib/cfs-deploy/cfs-init", f.initBin, 0o755); err != nil {
+		return err
+	}
 
 	files := map[string][]byte{
 		"etc/hostname":              []byte("cfstest\n"),
 		"etc/os-release":            []byte("NAME=\"cfs-deploy test OS\"\nID=cfstest\nVERSION_ID=1\nPRETTY_NAME=\"cfs-deploy VM test OS 1\"\n"),
 		"etc/cfstest/config":        []byte("# written by the boot tests; the deployment's /etc starts as a copy of this\nsetting=1\n"),
+		"etc/cfstest/untouched":     []byte("default of version 1\n"),
+		"etc/cfstest/to-delete":     []byte("the admin deletes this file\n"),
 		"var/lib/cfstest/seed.txt":  []byte("seeded from the image's /var on the first rollout of this stateroot\n"),
 		"usr/share/test/tiny.txt":   []byte("tiny file, inline in the image\n"),
 		"usr/share/test/65.txt":     bytes.Repeat([]byte("6"), 64+1),

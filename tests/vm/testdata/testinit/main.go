@@ -17,11 +17,15 @@
 //	cfstest.token=T         the content cfstest.write writes ("T\n")
 //	cfstest.write=PATH,...  "cfstest: write PATH: ok" or "...: error: ERRNO"
 //	cfstest.show=PATH,...   "cfstest: show PATH: \"CONTENT\"" or "...: error: ERRNO"
+//	cfstest.run=SCRIPT      mount /dev/vdb (ext4, read-only) on /mnt and run
+//	                        /bin/sh /mnt/SCRIPT; every line it prints comes out
+//	                        as "cfstest: run| LINE", then "cfstest: run exit=N"
 //
 // and ends with "CFSTEST-DONE", syncs and powers off.
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
@@ -29,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 
@@ -95,6 +100,12 @@ func report() {
 			fmt.Printf("cfstest: write %s: ok\n", p)
 		}
 	}
+	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
+		fmt.Printf("cfstest: cmdline %s\n", strings.TrimSpace(string(b)))
+	}
+	if script := opts["cfstest.run"]; script != "" {
+		run(script)
+	}
 	for _, p := range list(opts["cfstest.show"]) {
 		if b, err := os.ReadFile(p); err != nil {
 			fmt.Printf("cfstest: show %s: error: %s\n", p, errText(err))
@@ -102,6 +113,49 @@ func report() {
 			fmt.Printf("cfstest: show %s: %q\n", p, b)
 		}
 	}
+}
+
+// run runs a test script from the second disk: the steps a scenario
+// performs on the booted system (edit /etc, commit, roll out, ...).
+func run(script string) {
+	if err := os.MkdirAll("/mnt", 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		// The image's / is read-only; /mnt must exist in the tree.
+		fmt.Printf("cfstest: run exit=-1 (mkdir /mnt: %s)\n", errText(err))
+		return
+	}
+	if err := unix.Mount("/dev/vdb", "/mnt", "ext4", unix.MS_RDONLY, ""); err != nil {
+		fmt.Printf("cfstest: run exit=-1 (mount /dev/vdb: %s)\n", errText(err))
+		return
+	}
+	defer unix.Unmount("/mnt", 0)
+	cmd := exec.Command("/bin/sh", "/mnt/"+script)
+	cmd.Env = []string{"PATH=/usr/bin:/usr/sbin:/bin:/sbin", "HOME=/root"}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		fmt.Printf("cfstest: run exit=-1 (%s)\n", errText(err))
+		return
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	err = cmd.Start()
+	pw.Close()
+	if err == nil {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			fmt.Printf("cfstest: run| %s\n", sc.Text())
+		}
+		err = cmd.Wait()
+	}
+	pr.Close()
+	code := 0
+	if err != nil {
+		code = -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+	}
+	fmt.Printf("cfstest: run exit=%d\n", code)
 }
 
 // readAll reads the whole file, so fs-verity checks every block, and
