@@ -11,61 +11,29 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// bin builds cfs-deploy once and links the upstream tool names to it.
+// bin builds cfs-deploy and links the upstream tool names to it; it
+// returns the directory that holds them.
 func bin(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "cfs-cli-test-")
-		if buildErr != nil {
-			return
+	b := gobuild.T(t, "./cmd/cfs-deploy")
+	for _, n := range []string{"mkcomposefs", "composefs-info"} {
+		if _, err := gobuild.Alias(b, n); err != nil {
+			t.Fatal(err)
 		}
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "cfs-deploy"), "./cmd/cfs-deploy")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = &buildError{string(out), err}
-			return
-		}
-		for _, n := range []string{"mkcomposefs", "composefs-info"} {
-			if err := os.Symlink("cfs-deploy", filepath.Join(binDir, n)); err != nil {
-				buildErr = err
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build: %v", buildErr)
 	}
-	return binDir
+	return filepath.Dir(b)
 }
-
-type buildError struct {
-	out string
-	err error
-}
-
-func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	gobuild.Cleanup()
 	os.Exit(code)
 }
 

@@ -18,18 +18,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 	"github.com/cfs-deploy/cfs-deploy/tests/mounttest"
 	"github.com/cfs-deploy/cfs-deploy/tests/treecmp"
 	"golang.org/x/sys/unix"
 )
-
-const modulePath = "github.com/cfs-deploy/cfs-deploy"
 
 func TestImageMount(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -42,7 +40,7 @@ func TestImageMount(t *testing.T) {
 	}
 	start := time.Now()
 	work := t.TempDir()
-	bin := buildTool(t, work)
+	bin := gobuild.T(t, "./cmd/cfs-deploy")
 	t.Logf("built cfs-deploy in %v", time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
@@ -68,21 +66,6 @@ func TestImageMount(t *testing.T) {
 			checkImage(t, bin, src, hardlinks)
 		})
 	}
-}
-
-// buildTool builds cmd/cfs-deploy into dir.
-func buildTool(t *testing.T, dir string) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(dir, "cfs-deploy")
-	cmd := exec.Command(goBin, "build", "-o", bin, modulePath+"/cmd/cfs-deploy")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s/cmd/cfs-deploy: %v\n%s", modulePath, err, out)
-	}
-	return bin
 }
 
 func toolHasFlag(t *testing.T, bin, flag string) bool {
@@ -336,4 +319,10 @@ func checkRaw(t *testing.T, src *source, meta, objects string) {
 		t.Fatal(err)
 	}
 	t.Logf("checked %d regular files in the EROFS mount", checked)
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	gobuild.Cleanup()
+	os.Exit(code)
 }
