@@ -3,11 +3,13 @@ package repo
 import (
 	"errors"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
+	"github.com/cfs-deploy/cfs-deploy/internal/crashpoint"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
@@ -48,12 +50,12 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 		return nil, err
 	}
 	stats.NewObjects = newObjects
-	crashPoint("after-objects")
+	crashpoint.Here("after-objects")
 	img, err := r.writeImage(root)
 	if err != nil {
 		return nil, err
 	}
-	crashPoint("mid-image")
+	crashpoint.Here("mid-image")
 	kernel, err := r.findKernel(root)
 	if err != nil {
 		return nil, err
@@ -78,7 +80,7 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 	if err != nil {
 		return nil, err
 	}
-	crashPoint("after-record")
+	crashpoint.Here("after-record")
 	// Everything the index links and the branch will reach must be on
 	// disk before they are written: after a power cut, no link may name
 	// an object whose content did not make it.
@@ -96,11 +98,11 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 			return nil, fmt.Errorf("sync repository: %w", err)
 		}
 	}
-	crashPoint("before-branch")
+	crashpoint.Here("before-branch")
 	if err := r.SetBranch(opts.Branch, id); err != nil {
 		return nil, err
 	}
-	crashPoint("after-branch")
+	crashpoint.Here("after-branch")
 	return &CommitResult{ID: id, Image: img, Commit: c}, nil
 }
 
