@@ -227,7 +227,7 @@ func runLog(prog string, args []string) error {
 
 func printCommit(id string, c *repo.Commit) {
 	fmt.Printf("commit %s\n", id)
-	if c.Parent != "" {
+	if !c.Parent.IsZero() {
 		fmt.Printf("parent %s\n", c.Parent)
 	}
 	fmt.Printf("date   %s\n", c.Time.Format(time.RFC3339))
@@ -268,7 +268,7 @@ func runShow(prog string, args []string) error {
 	fmt.Printf("\n%d entries, %d objects, %s of content\n", st.Entries, st.Objects, humanBytes(st.ContentBytes))
 	if c.Kernel != nil {
 		fmt.Printf("vmlinuz   %s\n", c.Kernel.Vmlinuz)
-		if c.Kernel.Initramfs != "" {
+		if !c.Kernel.Initramfs.IsZero() {
 			fmt.Printf("initramfs %s\n", c.Kernel.Initramfs)
 		}
 	}
@@ -304,7 +304,7 @@ func runBranches(prog string, args []string) error {
 		} else {
 			e.Commit = id.String()
 			if c, err := r.ReadCommit(id); err == nil {
-				e.Image, e.Time = c.Image, c.Time.Format(time.RFC3339)
+				e.Image, e.Time = c.Image.String(), c.Time.Format(time.RFC3339)
 			} else {
 				e.Error = err.Error()
 			}

@@ -174,5 +174,5 @@ func resolveImage(r *repo.Repo, name string) (verity.Digest, error) {
 	if err != nil {
 		return verity.Digest{}, err
 	}
-	return c.ImageDigest(), nil
+	return c.Image, nil
 }

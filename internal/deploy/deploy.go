@@ -135,7 +135,7 @@ func Rollout(opts Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBootable(r, c.ImageDigest(), root); err != nil {
+	if err := checkBootable(r, c.Image, root); err != nil {
 		return nil, fmt.Errorf("commit %s: %w", id, err)
 	}
 	if c.Kernel == nil {
@@ -145,7 +145,7 @@ func Rollout(opts Options) (res *Result, err error) {
 		return nil, fmt.Errorf("commit %s: %w", id, err)
 	}
 	// Find cfs-init before anything is written, when it will be needed.
-	if c.Kernel.Initramfs == "" && opts.Init == "" {
+	if c.Kernel.Initramfs.IsZero() && opts.Init == "" {
 		if opts.Init, err = FindInit(); err != nil {
 			return nil, fmt.Errorf("commit %s has no initramfs.img and one cannot be built: %w", id, err)
 		}
@@ -167,7 +167,7 @@ func Rollout(opts Options) (res *Result, err error) {
 	defer unlock()
 	removeStaleTemps(opts.Sysroot, opts.BootDir)
 
-	res = &Result{Commit: id.String(), Image: c.Image, Stateroot: opts.Stateroot, NewBootFiles: []string{}}
+	res = &Result{Commit: id.String(), Image: c.Image.String(), Stateroot: opts.Stateroot, NewBootFiles: []string{}}
 	if branchIs(r, opts.Ref, id) {
 		res.Branch = opts.Ref
 	}
@@ -181,10 +181,10 @@ func Rollout(opts Options) (res *Result, err error) {
 		}
 	}()
 	tfs := r.TreeFS(root)
-	img := c.ImageDigest()
+	img := c.Image
 
 	origin := Origin{
-		Commit: res.Commit, Branch: res.Branch, Stateroot: opts.Stateroot, Image: c.Image,
+		Commit: res.Commit, Branch: res.Branch, Stateroot: opts.Stateroot, Image: c.Image.String(),
 		Kernel: c.Kernel.Version, Created: time.Now().UTC().Truncate(time.Second),
 		Root: rootSpec, Kargs: opts.Kargs,
 	}

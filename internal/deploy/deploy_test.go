@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 	"os"
 	"path/filepath"
 	"slices"
@@ -63,7 +62,7 @@ func TestRollout(t *testing.T) {
 
 	// Boot files are named by their content.
 	kd := a.Commit.Kernel.Vmlinuz
-	if res.Kernel != filepath.Join(f.boot, "cfs-deploy", "vmlinuz-"+f.kver+"-"+kd[:16]) {
+	if res.Kernel != filepath.Join(f.boot, "cfs-deploy", "vmlinuz-"+f.kver+"-"+kd.String()[:16]) {
 		t.Errorf("kernel %s", res.Kernel)
 	}
 	if !bytes.Equal(readBytes(t, res.Kernel), readBytes(t, filepath.Join(f.src, "usr/lib/modules", f.kver, "vmlinuz"))) {
@@ -487,7 +486,7 @@ func TestRolloutUsesCommitInitramfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := c.Commit.Kernel.Initramfs
-	if res.InitramfsBuilt || res.Initramfs != filepath.Join(f.boot, "cfs-deploy", "initramfs-"+f.kver+"-"+d[:16]+".img") {
+	if res.InitramfsBuilt || res.Initramfs != filepath.Join(f.boot, "cfs-deploy", "initramfs-"+f.kver+"-"+d.String()[:16]+".img") {
 		t.Errorf("initramfs %s built=%v", res.Initramfs, res.InitramfsBuilt)
 	}
 	if readFile(t, res.Initramfs) != strings.Repeat("dracut image ", 1000) {
@@ -512,7 +511,7 @@ func TestRolloutRefusesUnbootable(t *testing.T) {
 	var victim string
 	erofs.Walk(root, func(n *erofs.Node) error {
 		if victim == "" && n.IsExternal() {
-			victim = f.r.ObjectPath(verity.Digest(n.Digest))
+			victim = f.r.ObjectPath(n.Digest)
 		}
 		return nil
 	})

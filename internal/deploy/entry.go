@@ -34,7 +34,7 @@ func LoaderConfPath(bootDir string) string {
 // newEntry composes the BLS entry of a deployment.
 func newEntry(c *repo.Commit, id verity.Digest, tfs fs.FS, bf *bootFiles, root string, insecure bool, kargs bootcfg.Cmdline) (*bootcfg.Entry, error) {
 	e := &bootcfg.Entry{
-		ID:      EntryID(c.ImageDigest()),
+		ID:      EntryID(c.Image),
 		Title:   entryTitle(tfs, c, id),
 		Version: c.Version,
 		Linux:   bf.kernel.rel,
@@ -49,7 +49,7 @@ func newEntry(c *repo.Commit, id verity.Digest, tfs fs.FS, bf *bootFiles, root s
 	if err := cl.Replace("root", root); err != nil {
 		return nil, fmt.Errorf("root=%s: %w", root, err)
 	}
-	args := append([]string{"rw", bootcfg.ComposefsArg(c.ImageDigest(), insecure)}, paramStrings(kargs)...)
+	args := append([]string{"rw", bootcfg.ComposefsArg(c.Image, insecure)}, paramStrings(kargs)...)
 	for _, a := range args {
 		if err := cl.Add(a); err != nil {
 			return nil, fmt.Errorf("kernel argument %q: %w", a, err)

@@ -415,7 +415,7 @@ func TestParseDumpFields(t *testing.T) {
 	wantDigest := []byte{0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef}
 	if reg.Size != 10 || reg.Mode != 0o100644 || reg.Nlink != 2 || reg.UID != 1000 || reg.GID != 1001 ||
 		reg.Mtime != (Timespec{-1, 999999999}) || reg.Payload != "ab/cdef" || reg.Content != nil ||
-		!bytes.Equal(reg.Digest, bytes.Repeat(wantDigest, 4)) || !reg.IsExternal() {
+		!bytes.Equal(reg.Digest[:], bytes.Repeat(wantDigest, 4)) || !reg.IsExternal() {
 		t.Errorf("reg: %+v", reg)
 	}
 	if want := []Xattr{{"user.a", "1"}, {"trusted.b", "x=y"}}; !cmp.Equal(reg.Xattrs, want) {
@@ -481,11 +481,11 @@ func TestParseDumpLax(t *testing.T) {
 		t.Errorf("f: %+v", f)
 	}
 	c := root.Lookup("c")
-	if c.Payload != "" || c.Digest != nil {
+	if c.Payload != "" || !c.Digest.IsZero() {
 		t.Errorf("c: %+v", c)
 	}
 	d := root.Lookup("d")
-	if d.Payload != "" || d.Content != nil || d.Digest != nil || d.Size != 1 {
+	if d.Payload != "" || d.Content != nil || !d.Digest.IsZero() || d.Size != 1 {
 		t.Errorf("d: %+v", d)
 	}
 	if root.Lookup("last") == nil {

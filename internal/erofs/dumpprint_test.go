@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 func TestEscape(t *testing.T) {
@@ -124,10 +126,10 @@ func TestWriteDumpHandBuilt(t *testing.T) {
 		return n
 	}
 	target := add(&Node{Name: "t", Mode: ModeReg | 0o644, Nlink: 2, Size: 99, Content: []byte("hi"),
-		Digest: bytes.Repeat([]byte{0xab}, 32), Xattrs: []Xattr{{"user.b", "2"}, {"user.a", "1 ="}}})
+		Digest: verity.Digest(bytes.Repeat([]byte{0xab}, 32)), Xattrs: []Xattr{{"user.b", "2"}, {"user.a", "1 ="}}})
 	add(&Node{Name: "l", Mode: ModeReg | 0o600, LinkTo: target})
 	add(&Node{Name: "s", Mode: ModeSymlink | 0o777, Size: 1, Payload: "target", Content: []byte("x")})
-	add(&Node{Name: "d", Mode: ModeDir | 0o700, Size: 7, Payload: "p", Rdev: 5, Digest: make([]byte, 32)})
+	add(&Node{Name: "d", Mode: ModeDir | 0o700, Size: 7, Payload: "p", Rdev: 5, Digest: verity.Digest(bytes.Repeat([]byte{1}, 32))})
 	add(&Node{Name: "c", Mode: ModeChr | 0o600, Rdev: 0x0501, Mtime: Timespec{-3, 7}})
 	add(&Node{Name: "x y", Mode: ModeFifo | 0o600, Payload: "-"})
 	// Children out of order: printed sorted anyway.

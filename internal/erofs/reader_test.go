@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 var updateCorrupt = flag.Bool("update-corrupt", false, "rewrite testdata/corrupt/*.img from the cases in reader_test.go")
@@ -44,7 +46,7 @@ func testTree(t testing.TB) *Node {
 	file := func(parent *Node, name string, content string) *Node {
 		return add(parent, &Node{Name: name, Mode: ModeReg | 0o644, Size: uint64(len(content)), Content: []byte(content)})
 	}
-	digest := bytes.Repeat([]byte{0xab}, 32)
+	digest := verity.Digest(bytes.Repeat([]byte{0xab}, 32))
 	payload := "ab/" + strings.Repeat("ab", 31)
 
 	a := dir(root, "a")
@@ -155,7 +157,7 @@ func TestReadTestTree(t *testing.T) {
 	}
 
 	ext := get("/a/ext")
-	if ext.Payload != "ab/"+strings.Repeat("ab", 31) || !bytes.Equal(ext.Digest, bytes.Repeat([]byte{0xab}, 32)) ||
+	if ext.Payload != "ab/"+strings.Repeat("ab", 31) || ext.Digest != verity.Digest(bytes.Repeat([]byte{0xab}, 32)) ||
 		ext.Size != 123456 || ext.Content != nil || ext.Nlink != 2 {
 		t.Errorf("ext = %+v", ext)
 	}
@@ -180,7 +182,7 @@ func TestReadTestTree(t *testing.T) {
 	if e := get("/empty"); e.Content != nil || e.Size != 0 || e.Payload != "" {
 		t.Errorf("empty = %+v", e)
 	}
-	if e := get("/ext-bare"); e.Size != 10 || e.Payload != "" || e.Digest != nil {
+	if e := get("/ext-bare"); e.Size != 10 || e.Payload != "" || !e.Digest.IsZero() {
 		t.Errorf("ext-bare = %+v", e)
 	}
 	if e := get("/big"); e.Size != 9000000000000000 || e.Payload == "" {
@@ -480,7 +482,7 @@ func corruptTree(t testing.TB) *Node {
 		Xattrs: []Xattr{{"user.k", "value"}}})
 	b.AddChild(&Node{Name: "g", Mode: ModeReg | 0o644, Nlink: 1})
 	root.AddChild(&Node{Name: "ext", Mode: ModeReg | 0o644, Nlink: 1, Size: 100000,
-		Payload: "ab/cd", Digest: bytes.Repeat([]byte{1}, 32)})
+		Payload: "ab/cd", Digest: verity.Digest(bytes.Repeat([]byte{1}, 32))})
 	root.AddChild(&Node{Name: "link", Mode: ModeSymlink | 0o777, Nlink: 1, Payload: "target", Size: 6})
 	return root
 }

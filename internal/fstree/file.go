@@ -124,15 +124,10 @@ func (w *worker) digest(fd int, size int64) (verity.Digest, error) {
 	}
 }
 
-// setDigest records d in n. The digests are carved out of shared blocks
-// and the object path is spelled in one allocation: with thousands of
-// files, allocations are what the garbage collector charges for.
+// setDigest records d in n. The object path is spelled in one allocation:
+// with thousands of files, allocations are what the garbage collector
+// charges for.
 func (w *worker) setDigest(n *erofs.Node, d verity.Digest) {
-	if len(w.digests) < len(d) {
-		w.digests = make([]byte, 256*len(d))
-	}
-	n.Digest = w.digests[:len(d):len(d)]
-	w.digests = w.digests[len(d):]
-	copy(n.Digest, d[:])
+	n.Digest = d
 	n.Payload = d.ObjectPath()
 }

@@ -18,14 +18,14 @@ import (
 // Commit is a commit record: one version of a tree on a branch. It is
 // stored as a JSON object, and its id is the fs-verity digest of that JSON.
 type Commit struct {
-	Parent  string    `json:"parent,omitempty"`
-	Time    time.Time `json:"time"`
-	Subject string    `json:"subject,omitempty"`
-	Version string    `json:"version,omitempty"`
-	Branch  string    `json:"branch,omitempty"`
+	Parent  verity.Digest `json:"parent,omitzero"`
+	Time    time.Time     `json:"time"`
+	Subject string        `json:"subject,omitempty"`
+	Version string        `json:"version,omitempty"`
+	Branch  string        `json:"branch,omitempty"`
 	// Image is the fs-verity digest of the composefs image: the value of
 	// composefs= on the kernel command line.
-	Image string `json:"image"`
+	Image verity.Digest `json:"image"`
 	// Kernel is what the tree holds under /usr/lib/modules/<version>.
 	Kernel *Kernel `json:"kernel,omitempty"`
 	Stats  Stats   `json:"stats"`
@@ -33,9 +33,20 @@ type Commit struct {
 
 // Kernel names the boot files of a commit by object digest.
 type Kernel struct {
-	Version   string `json:"version"`
-	Vmlinuz   string `json:"vmlinuz"`
-	Initramfs string `json:"initramfs,omitempty"`
+	Version   string        `json:"version"`
+	Vmlinuz   verity.Digest `json:"vmlinuz"`
+	Initramfs verity.Digest `json:"initramfs,omitzero"`
+}
+
+// objects lists the boot files' objects; none for a nil Kernel.
+func (k *Kernel) objects() []verity.Digest {
+	if k == nil {
+		return nil
+	}
+	if k.Initramfs.IsZero() {
+		return []verity.Digest{k.Vmlinuz}
+	}
+	return []verity.Digest{k.Vmlinuz, k.Initramfs}
 }
 
 // Stats summarise the committed tree.
@@ -86,30 +97,15 @@ func (r *Repo) ReadCommit(id verity.Digest) (*Commit, error) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("commit %s: corrupt record: %w", id, err)
 	}
-	if _, err := verity.ParseDigest(c.Image); err != nil {
-		return nil, fmt.Errorf("commit %s: bad image digest: %w", id, err)
+	// Digests are checked as they are read; the ones that must be there
+	// are checked here.
+	if c.Image.IsZero() {
+		return nil, fmt.Errorf("commit %s: corrupt record: no image digest", id)
 	}
-	if c.Parent != "" {
-		if _, err := verity.ParseDigest(c.Parent); err != nil {
-			return nil, fmt.Errorf("commit %s: bad parent: %w", id, err)
-		}
+	if c.Kernel != nil && c.Kernel.Vmlinuz.IsZero() {
+		return nil, fmt.Errorf("commit %s: corrupt record: kernel %s without a vmlinuz digest", id, c.Kernel.Version)
 	}
 	return &c, nil
-}
-
-// ImageDigest returns the commit's image digest.
-func (c *Commit) ImageDigest() verity.Digest {
-	d, _ := verity.ParseDigest(c.Image)
-	return d
-}
-
-// ParentDigest returns the parent commit id and whether there is one.
-func (c *Commit) ParentDigest() (verity.Digest, bool) {
-	if c.Parent == "" {
-		return verity.Digest{}, false
-	}
-	d, err := verity.ParseDigest(c.Parent)
-	return d, err == nil
 }
 
 // Commits lists the ids of all commit records indexed in the repository.
@@ -137,8 +133,8 @@ func (r *Repo) Resolve(name string) (verity.Digest, error) {
 		if err != nil {
 			return id, err
 		}
-		p, ok := c.ParentDigest()
-		if !ok {
+		p := c.Parent
+		if p.IsZero() {
 			return id, fmt.Errorf("resolve %q: history has only %d commits", name, i+1)
 		}
 		id = p
@@ -160,7 +156,7 @@ func (r *Repo) resolveBase(name string) (verity.Digest, error) {
 		}
 		return d, fmt.Errorf("%s: %w", name, ErrNoCommit)
 	}
-	if len(name) >= 6 && isHex(name) {
+	if len(name) >= 6 {
 		ids, err := r.Commits()
 		if err != nil {
 			return verity.Digest{}, err
@@ -182,15 +178,6 @@ func (r *Repo) resolveBase(name string) (verity.Digest, error) {
 	return verity.Digest{}, fmt.Errorf("%s: %w (not a branch, commit id or commit id prefix)", name, ErrNoCommit)
 }
 
-func isHex(s string) bool {
-	for _, c := range []byte(s) {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
-}
-
 // Log returns a commit and its ancestors, newest first, at most max (0 =
 // all).
 func (r *Repo) Log(id verity.Digest, max int) ([]verity.Digest, []*Commit, error) {
@@ -209,8 +196,8 @@ func (r *Repo) Log(id verity.Digest, max int) ([]verity.Digest, []*Commit, error
 		}
 		ids = append(ids, id)
 		commits = append(commits, c)
-		p, ok := c.ParentDigest()
-		if !ok || (max > 0 && len(ids) >= max) || shallow[id] && !r.hasCommit(p) {
+		p := c.Parent
+		if p.IsZero() || (max > 0 && len(ids) >= max) || shallow[id] && !r.hasCommit(p) {
 			// gc --depth may have cut the history below id.
 			return ids, commits, nil
 		}

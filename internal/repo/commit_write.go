@@ -69,12 +69,12 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 		Subject: opts.Subject,
 		Version: opts.Version,
 		Branch:  opts.Branch,
-		Image:   img.String(),
+		Image:   img,
 		Kernel:  kernel,
 		Stats:   stats,
 	}
 	if hasParent {
-		c.Parent = parent.String()
+		c.Parent = parent
 	}
 	id, err := r.writeCommit(c)
 	if err != nil {
@@ -126,10 +126,10 @@ func (r *Repo) checkTreeObjects(root *erofs.Node, lookup bool) (Stats, error) {
 		if n.LinkTo != nil || !n.IsExternal() {
 			return nil
 		}
-		if len(n.Digest) != 32 {
+		if n.Digest.IsZero() {
 			return fmt.Errorf("%s: external file without a digest", n.Path())
 		}
-		d := verity.Digest(n.Digest)
+		d := n.Digest
 		if n.Payload != d.ObjectPath() {
 			return fmt.Errorf("%s: payload %q does not name the object of its digest", n.Path(), n.Payload)
 		}
@@ -187,13 +187,13 @@ func (r *Repo) findKernel(root *erofs.Node) (*Kernel, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kernel %s: %w", vmlinuz.Path(), err)
 		}
-		nk := &Kernel{Version: v.Name, Vmlinuz: kd.String()}
+		nk := &Kernel{Version: v.Name, Vmlinuz: kd}
 		if initrd := dir.Lookup("initramfs.img"); initrd != nil && initrd.Target().IsRegular() {
 			id, err := r.fileObject(initrd.Target())
 			if err != nil {
 				return nil, fmt.Errorf("initramfs %s: %w", initrd.Path(), err)
 			}
-			nk.Initramfs = id.String()
+			nk.Initramfs = id
 		}
 		if k == nil || bootcfg.CompareVersions(k.Version, nk.Version) < 0 {
 			k = nk
@@ -209,11 +209,10 @@ func (r *Repo) fileObject(n *erofs.Node) (verity.Digest, error) {
 		d, _, err := r.objects.PutBytes(n.Content)
 		return d, err
 	}
-	if len(n.Digest) != 32 {
+	if n.Digest.IsZero() {
 		return verity.Digest{}, fmt.Errorf("no digest recorded")
 	}
-	d := verity.Digest(n.Digest)
-	return d, nil
+	return n.Digest, nil
 }
 
 // ReadFile returns a reader over a regular file of a tree: inline content
@@ -226,10 +225,10 @@ func (r *Repo) ReadFile(n *erofs.Node) (*os.File, []byte, error) {
 	if !t.IsExternal() {
 		return nil, t.Content, nil
 	}
-	if len(t.Digest) != 32 {
+	if t.Digest.IsZero() {
 		return nil, nil, fmt.Errorf("%s: no digest recorded", n.Path())
 	}
-	d := verity.Digest(t.Digest)
+	d := t.Digest
 	f, err := r.OpenObject(d)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: object %s: %w", n.Path(), d, err)

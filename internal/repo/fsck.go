@@ -196,12 +196,12 @@ func (r *Repo) checkImage(d verity.Digest, sizes map[verity.Digest]int64, proble
 		if n.LinkTo != nil || !n.IsExternal() {
 			return nil
 		}
-		if len(n.Digest) != 32 {
+		if n.Digest.IsZero() {
 			problem(link, "%s: external file without a digest", n.Path())
 			ok = false
 			return nil
 		}
-		od := verity.Digest(n.Digest)
+		od := n.Digest
 		size, present := sizes[od]
 		switch {
 		case !present:
@@ -227,22 +227,15 @@ func (r *Repo) checkCommit(id verity.Digest, sizes map[verity.Digest]int64, good
 		problem(link, "%v", err)
 		return
 	}
-	if !goodImages[c.ImageDigest()] {
+	if !goodImages[c.Image] {
 		problem(link, "image %s is missing or damaged", c.Image)
 	}
-	if p, ok := c.ParentDigest(); ok && !shallow[id] {
-		if !r.hasCommit(p) {
-			problem(link, "parent commit %s is missing", p)
-		}
+	if !c.Parent.IsZero() && !shallow[id] && !r.hasCommit(c.Parent) {
+		problem(link, "parent commit %s is missing", c.Parent)
 	}
-	if c.Kernel != nil {
-		for _, h := range []string{c.Kernel.Vmlinuz, c.Kernel.Initramfs} {
-			if h == "" {
-				continue
-			}
-			if d, err := verity.ParseDigest(h); err != nil || !hasKey(sizes, d) {
-				problem(link, "boot file object %s is missing", h)
-			}
+	for _, d := range c.Kernel.objects() {
+		if !hasKey(sizes, d) {
+			problem(link, "boot file object %s is missing", d)
 		}
 	}
 }

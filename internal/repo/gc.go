@@ -108,19 +108,15 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 			if !liveCommits[id] {
 				liveCommits[id] = true
 				live[id] = true
-				if err := keepImage(c.ImageDigest()); err != nil {
+				if err := keepImage(c.Image); err != nil {
 					return nil, err
 				}
-				if c.Kernel != nil {
-					for _, h := range []string{c.Kernel.Vmlinuz, c.Kernel.Initramfs} {
-						if d, err := verity.ParseDigest(h); err == nil {
-							live[d] = true
-						}
-					}
+				for _, d := range c.Kernel.objects() {
+					live[d] = true
 				}
 			}
-			p, ok := c.ParentDigest()
-			if !ok {
+			p := c.Parent
+			if p.IsZero() {
 				break
 			}
 			parents[id] = p

@@ -177,10 +177,10 @@ func TestCommitAndResolve(t *testing.T) {
 	first := commitFiles(t, r, "os/main", map[string]string{"a": "one", "big": big("x", 5000)})
 	second := commitFiles(t, r, "os/main", map[string]string{"a": "two", "big": big("x", 5000)})
 
-	if second.Commit.Parent != first.ID.String() {
+	if second.Commit.Parent != first.ID {
 		t.Errorf("second commit's parent %q, want %s", second.Commit.Parent, first.ID)
 	}
-	if first.Commit.Parent != "" {
+	if !first.Commit.Parent.IsZero() {
 		t.Errorf("first commit has parent %q", first.Commit.Parent)
 	}
 	if second.Commit.Stats.Objects != 1 || second.Commit.Stats.ContentBytes != 5000 {
@@ -208,7 +208,7 @@ func TestCommitAndResolve(t *testing.T) {
 		}
 	}
 	ids, commits, err := r.Log(second.ID, 0)
-	if err != nil || len(ids) != 2 || ids[0] != second.ID || ids[1] != first.ID || commits[1].Image != first.Image.String() {
+	if err != nil || len(ids) != 2 || ids[0] != second.ID || ids[1] != first.ID || commits[1].Image != first.Image {
 		t.Errorf("Log = %v, %v", ids, err)
 	}
 	if ids, _, _ := r.Log(second.ID, 1); len(ids) != 1 {
@@ -390,10 +390,10 @@ func TestKernelIsRecorded(t *testing.T) {
 	// 6.12.0 sorts before 6.9.0 as a string; as a version it is newest
 	// (its initramfs.img is inline in the image).
 	k := res.Commit.Kernel
-	if k == nil || k.Version != "6.12.0" || k.Initramfs == "" {
+	if k == nil || k.Version != "6.12.0" || k.Initramfs.IsZero() {
 		t.Fatalf("kernel %+v", k)
 	}
-	d, _ := verity.ParseDigest(k.Initramfs)
+	d := k.Initramfs
 	if got, err := r.readObject(d, 100); err != nil || string(got) != "newer" {
 		t.Errorf("inline initramfs object: %q %v", got, err)
 	}
@@ -528,7 +528,7 @@ func TestGC(t *testing.T) {
 	}
 	// A deployment of the first commit keeps its image and objects.
 	first, _ := r.ReadCommit(ids[0])
-	deploy := filepath.Join(r.Sysroot(), "state", "deploy", first.Image)
+	deploy := filepath.Join(r.Sysroot(), "state", "deploy", first.Image.String())
 	if err := os.MkdirAll(deploy, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -586,14 +586,12 @@ func TestGC(t *testing.T) {
 	}
 	// The deployed image and its content survive although no kept commit
 	// references them.
-	if _, err := r.ReadImage(first.ImageDigest()); err != nil {
+	if _, err := r.ReadImage(first.Image); err != nil {
 		t.Errorf("deployed image: %v", err)
 	}
-	img, _ := r.ReadImage(first.ImageDigest())
+	img, _ := r.ReadImage(first.Image)
 	gen0 := mustResolve(t, img.Root, "/gen")
-	var d verity.Digest
-	copy(d[:], gen0.Digest)
-	if !r.objects.Has(d) {
+	if !r.objects.Has(gen0.Digest) {
 		t.Error("gc removed an object of a deployed image")
 	}
 	fsckClean(t, r)
@@ -778,5 +776,29 @@ func TestGCKeepsNamedImagesAndStreams(t *testing.T) {
 	os.MkdirAll(filepath.Join(r.Path, "streams", "refs"), 0o755)
 	if _, err := ex.GC(GCOptions{}); err == nil || !strings.Contains(err.Error(), "streams") {
 		t.Fatalf("gc with composefs-rs streams present: %v", err)
+	}
+}
+
+// TestCommitRecordBytesUnchanged: records written by earlier versions
+// (testdata, from a repository made before digests became verity.Digest
+// in the record) read and write back byte for byte, so a commit's id, the
+// digest of its record, does not change.
+func TestCommitRecordBytesUnchanged(t *testing.T) {
+	for _, name := range []string{"commit-v1-root.json", "commit-v1-child.json"} {
+		old, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c Commit
+		if err := json.Unmarshal(old, &c); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		again, err := marshalJSON(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again, old) {
+			t.Errorf("%s written back differs:\n%s\nwas\n%s", name, again, old)
+		}
 	}
 }

@@ -90,9 +90,8 @@ func (r *Repo) otherTemps() ([]string, error) {
 // treeObjects adds the digests of every object a tree references.
 func treeObjects(root *erofs.Node, into map[verity.Digest]bool) {
 	erofs.Walk(root, func(n *erofs.Node) error {
-		if n.LinkTo == nil && n.IsExternal() && len(n.Digest) == 32 {
-			d := verity.Digest(n.Digest)
-			into[d] = true
+		if n.LinkTo == nil && n.IsExternal() && !n.Digest.IsZero() {
+			into[n.Digest] = true
 		}
 		return nil
 	})

@@ -256,7 +256,7 @@ func (imp *importer) content(n *erofs.Node, size int64, body io.Reader) error {
 		imp.res.NewObjects++
 	}
 	imp.res.Bytes += size
-	n.Digest = d[:]
+	n.Digest = d
 	n.Payload = d.ObjectPath()
 	return nil
 }
