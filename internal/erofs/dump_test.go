@@ -324,6 +324,7 @@ func TestParseDumpErrors(t *testing.T) {
 		{"too big", dumpRootLine + "/f 9007199254740993 100644 1 0 0 0 0.0 - - -\n", false, 2, "file too big"},
 		{"digest short", dumpRootLine + "/f 1 100644 1 0 0 0 0.0 - - abcd\n", false, 2, "DIGEST must be 64 hex digits"},
 		{"digest not hex", dumpRootLine + "/f 1 100644 1 0 0 0 0.0 - - " + long("g", 64) + "\n", false, 2, "is not hexadecimal"},
+		{"digest zero", dumpRootLine + "/f 100 100644 1 0 0 0 0.0 - - " + long("0", 64) + "\n", false, 2, "DIGEST is all zeros"},
 		{"xattr no equals", dumpRootLine + "/f 0 100644 1 0 0 0 0.0 - - - user.a\n", false, 2, `xattr "user.a" has no '='`},
 		{"xattr empty dumpFieldText", dumpRootLine + "/f 0 100644 1 0 0 0 0.0 - - - user.a=1  user.b=2\n", false, 2, "empty xattr dumpFieldText"},
 		{"two trailing spaces", dumpRootLine + "/f 0 100644 1 0 0 0 0.0 - - -  \n", false, 2, "empty xattr dumpFieldText"},
