@@ -4,10 +4,11 @@ import (
 	"flag"
 
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
-	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"os"
 	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
+	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/config"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
@@ -89,8 +90,8 @@ func openForReading(fs *flag.FlagSet, args []string, min, max int, want string) 
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(ops) < min || len(ops) > max {
-		return nil, nil, cliutil.Usagef("%s", want)
+	if err := cliutil.CheckOperands(ops, min, max, want); err != nil {
+		return nil, nil, err
 	}
 	r, _, err := openRepo(false, true)
 	if err != nil {

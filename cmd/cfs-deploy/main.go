@@ -6,11 +6,12 @@ package main
 
 import (
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
 )
 
 type command struct {

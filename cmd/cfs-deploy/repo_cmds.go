@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -81,8 +82,8 @@ func runInit(prog string, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(ops) > 0 {
-		return cliutil.Usagef("unexpected argument %q (use --repo DIR)", ops[0])
+	if err := cliutil.CheckOperands(ops, 0, 0, "init takes no arguments; name the repository with --repo DIR"); err != nil {
+		return err
 	}
 	c, err := loadConfig()
 	if err != nil {
@@ -197,7 +198,7 @@ func runLog(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	repoFlags(fs)
 	asJSON := fs.Bool("json", false, "")
-	max := fs.Int("n", 0, "")
+	max := cliutil.Int(fs, "n", 0, 1, math.MaxInt)
 	r, ops, err := openForReading(fs, args, 1, 1, "give one branch or commit")
 	if err != nil {
 		return err
@@ -207,7 +208,7 @@ func runLog(prog string, args []string) error {
 	if err != nil {
 		return err
 	}
-	ids, commits, err := r.Log(id, *max)
+	ids, commits, err := r.Log(id, max.Value)
 	if *asJSON {
 		var out []map[string]any
 		for i := range ids {

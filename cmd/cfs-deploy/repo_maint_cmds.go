@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
@@ -50,7 +51,11 @@ func runFsck(prog string, args []string) error {
 	repoFlags(fs)
 	quick := fs.Bool("quick", false, "")
 	asJSON := fs.Bool("json", false, "")
-	if _, err := cliutil.Parse(fs, args); err != nil {
+	ops, err := cliutil.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cliutil.CheckOperands(ops, 0, 0, "fsck takes no arguments"); err != nil {
 		return err
 	}
 	r, _, err := openRepo(false, *asJSON)
@@ -89,9 +94,13 @@ func runGC(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	repoFlags(fs)
 	dry := fs.Bool("dry-run", false, "")
-	depth := fs.Int("depth", -1, "")
+	depth := cliutil.Int(fs, "depth", 0, 0, math.MaxInt)
 	asJSON := fs.Bool("json", false, "")
-	if _, err := cliutil.Parse(fs, args); err != nil {
+	ops, err := cliutil.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := cliutil.CheckOperands(ops, 0, 0, "gc takes no arguments"); err != nil {
 		return err
 	}
 	r, c, err := openRepo(true, *asJSON)
@@ -100,8 +109,8 @@ func runGC(prog string, args []string) error {
 	}
 	defer r.Close()
 	d := c.GC.KeepDepth
-	if *depth >= 0 {
-		d = *depth
+	if depth.Given {
+		d = depth.Value
 	}
 	rep, err := r.GC(repo.GCOptions{DryRun: *dry, Depth: d})
 	if err != nil {
@@ -128,8 +137,8 @@ func runMount(prog string, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(ops) != 2 {
-		return cliutil.Usagef("give a ref or image digest and a mount point")
+	if err := cliutil.CheckOperands(ops, 2, 2, "give a ref or image digest and a mount point"); err != nil {
+		return err
 	}
 	if (*upper == "") != (*work == "") {
 		return cliutil.Usagef("--upperdir and --workdir go together")

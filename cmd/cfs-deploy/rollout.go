@@ -72,8 +72,8 @@ func runRollout(prog string, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(ops) != 1 {
-		return cliutil.Usagef("name one branch or commit")
+	if err := cliutil.CheckOperands(ops, 1, 1, "name one branch or commit"); err != nil {
+		return err
 	}
 	// The sysroot is the repository's parent: --sysroot names it, else
 	// --repo or the configured repository (/sysroot/composefs on a booted
