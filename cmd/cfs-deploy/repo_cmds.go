@@ -116,6 +116,9 @@ func runCommit(prog string, args []string) error {
 	if *branch == "" {
 		return cliutil.Usagef("--branch is required")
 	}
+	if err := repo.ValidBranchName(*branch); err != nil {
+		return cliutil.Usagef("--branch: %v", err)
+	}
 	sources := len(ops)
 	if *fromTar != "" {
 		sources++

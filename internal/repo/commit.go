@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -119,10 +120,11 @@ func (r *Repo) Commits() ([]verity.Digest, error) {
 func (r *Repo) Resolve(name string) (verity.Digest, error) {
 	back := 0
 	if i := strings.LastIndexByte(name, '~'); i > 0 {
-		if _, err := fmt.Sscanf(name[i+1:], "%d", &back); err != nil || back < 0 {
-			return verity.Digest{}, fmt.Errorf("resolve %q: bad ~N suffix", name)
+		n, err := parseBack(name[i+1:])
+		if err != nil {
+			return verity.Digest{}, fmt.Errorf("resolve %q: %w", name, err)
 		}
-		name = name[:i]
+		name, back = name[:i], n
 	}
 	id, err := r.resolveBase(name)
 	if err != nil {
@@ -140,6 +142,22 @@ func (r *Repo) Resolve(name string) (verity.Digest, error) {
 		id = p
 	}
 	return id, nil
+}
+
+// ErrBadAncestry refuses a ~N suffix that is not a plain decimal number.
+var ErrBadAncestry = errors.New("bad ~N suffix: N must be a decimal number of commits to go back")
+
+// parseBack reads the N of "~N": decimal digits only, so that "1x" or
+// "0x10" is refused rather than read as 1 or 0.
+func parseBack(s string) (int, error) {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, ErrBadAncestry
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrBadAncestry, err)
+	}
+	return n, nil
 }
 
 func (r *Repo) resolveBase(name string) (verity.Digest, error) {

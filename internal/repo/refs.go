@@ -18,14 +18,15 @@ import (
 var ErrNoBranch = errors.New("no such branch")
 
 // ValidBranchName accepts names like "os/stable": components of letters,
-// digits, '.', '_', '-', not starting with '.', separated by '/'.
+// digits, '.', '_', '-', '+', not starting with '.' or '-' (a name that
+// reads as an option is a mistake), separated by '/'.
 func ValidBranchName(name string) error {
 	if name == "" || len(name) > 200 {
 		return fmt.Errorf("branch name %q: must be 1..200 bytes", name)
 	}
 	for _, part := range strings.Split(name, "/") {
-		if part == "" || part[0] == '.' || strings.HasSuffix(part, ".lock") {
-			return fmt.Errorf("branch name %q: empty component, leading '.', or '.lock' suffix", name)
+		if part == "" || part[0] == '.' || part[0] == '-' || strings.HasSuffix(part, ".lock") {
+			return fmt.Errorf("branch name %q: empty component, leading '.' or '-', or '.lock' suffix", name)
 		}
 		for _, c := range []byte(part) {
 			ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||

@@ -66,3 +66,31 @@ func TestCommandLineMistakes(t *testing.T) {
 		t.Errorf("the refused commands changed the repository:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
+
+// TestBadNames: a branch name that reads as an option is refused, and a
+// ~N suffix must be a plain number (it was read with Sscanf, which took
+// "main~1x" for main~1 and "main~0x10" for main).
+func TestBadNames(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "f"), strings.Repeat("x", 500), 0o644)
+	for _, b := range []string{"-x", "os/-x", "-"} {
+		if r := e.run("commit", "--branch", b, src); r.code != 2 || !strings.Contains(r.stderr, "branch name") {
+			t.Errorf("commit to branch %q: %v\nwant a usage error about the branch name", b, r)
+		}
+	}
+	if bs := e.ok("branches"); bs != "" {
+		t.Errorf("branches after refused commits: %q", bs)
+	}
+	e.commit("main", src)
+	writeFile(t, filepath.Join(src, "f"), strings.Repeat("y", 500), 0o644)
+	e.commit("main", src)
+	for _, ref := range []string{"main~1x", "main~0x10", "main~", "main~-1", "main~+1", "main~ 1", "main~1.0", "main~99999999999999999999"} {
+		if r := e.run("show", ref); r.code != 1 || !strings.Contains(r.stderr, "~N") {
+			t.Errorf("show %s: %v\nwant a refusal of the ~N suffix", ref, r)
+		}
+	}
+	if e.ok("show", "--json", "main~1") == e.ok("show", "--json", "main") || e.ok("show", "--json", "main~0") != e.ok("show", "--json", "main") {
+		t.Error("main~1 and main~0 do not resolve as they should")
+	}
+}
