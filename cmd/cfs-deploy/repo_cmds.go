@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -91,6 +92,9 @@ func runInit(prog string, args []string) error {
 	}
 	if err := repo.Init(c.Repo, repo.InitOptions{Insecure: *insecure}); err != nil {
 		return err
+	}
+	if err := repo.CheckTopDir(c.Repo); errors.Is(err, repo.ErrOpenDirectory) {
+		fmt.Fprintf(os.Stderr, "warning: %v; objects are private, but branches and the layout are not (chmod 700 %s)\n", err, c.Repo)
 	}
 	mode := "secure (fs-verity)"
 	if *insecure {

@@ -72,6 +72,9 @@ func runFsck(prog string, args []string) error {
 			return err
 		}
 	} else {
+		for _, w := range rep.Warnings {
+			fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+		}
 		for _, p := range rep.Problems {
 			fmt.Printf("%s: %s\n", p.Path, p.What)
 		}

@@ -5,7 +5,8 @@
 //
 // An object becomes visible under its final name only once it is complete:
 // it is written to a temporary file in DIR, made read-only (mode 0644, and
-// fs-verity when asked), and renamed into place. Objects are never
+// fs-verity when asked), and renamed into place. A private store (a
+// repository's) keeps its directories 0700. Objects are never
 // fsynced one by one; call Sync once before recording anything that makes
 // them reachable.
 package objstore
@@ -33,6 +34,13 @@ type Options struct {
 	// it lacks it, and must measure as its name says. It implies
 	// EnableVerity.
 	RequireVerity bool
+	// Private keeps the contents from other users whatever the modes of
+	// the store's parents: the directory and its fan-out directories are
+	// 0700 (a looser store directory is tightened when it is opened).
+	// Objects stay 0644, so that what was world-readable in the tree is
+	// no less readable through a mount; the directories decide who gets
+	// to them. Without it the store has upstream's modes, 0755 and 0644.
+	Private bool
 }
 
 // Store is an object directory. It is safe for concurrent use.
@@ -46,10 +54,11 @@ type Store struct {
 	created  atomic.Int64 // objects this Store put in place
 }
 
-// Modes of the fan-out directories and of the objects themselves.
+// Modes of the directories (shared or private) and of the objects.
 const (
-	dirMode    = 0o755
-	objectMode = 0o644
+	sharedDirMode  = 0o755
+	privateDirMode = 0o700
+	objectMode     = 0o644
 )
 
 // Open opens the object directory dir, creating it (and its parents) if
@@ -58,8 +67,13 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.RequireVerity {
 		opts.EnableVerity = true
 	}
-	if err := os.MkdirAll(dir, dirMode); err != nil {
+	if err := os.MkdirAll(dir, os.FileMode(opts.dirMode())); err != nil {
 		return nil, fmt.Errorf("open object store: %w", err)
+	}
+	if opts.Private {
+		if err := tighten(dir); err != nil {
+			return nil, fmt.Errorf("open object store: %w", err)
+		}
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -235,8 +249,33 @@ func (s *Store) have(rel string, d verity.Digest, size int64) (have, replace boo
 	return true, false, err
 }
 
+func (o Options) dirMode() uint32 {
+	if o.Private {
+		return privateDirMode
+	}
+	return sharedDirMode
+}
+
+// tighten makes dir 0700 if group or others have any access. A store on a
+// read-only filesystem, or one this user does not own, is left as it is
+// (it cannot be written either); fsck reports it.
+func tighten(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return err
+	}
+	if st.Mode&0o077 == 0 {
+		return nil
+	}
+	err := unix.Chmod(dir, privateDirMode)
+	if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EPERM) {
+		return nil
+	}
+	return err
+}
+
 func (s *Store) mkdirFanOut(rel string) error {
-	if err := unix.Mkdirat(s.dfd, rel[:2], dirMode); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := unix.Mkdirat(s.dfd, rel[:2], s.opts.dirMode()); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("create directory: %w", err)
 	}
 	return nil

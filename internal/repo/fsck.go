@@ -22,12 +22,15 @@ type Problem struct {
 
 // FsckReport is the result of Fsck.
 type FsckReport struct {
-	Objects   int       `json:"objects"`
-	Images    int       `json:"images"`
-	Commits   int       `json:"commits"`
-	Branches  int       `json:"branches"`
-	TempFiles int       `json:"temp_files"`
-	Problems  []Problem `json:"problems"`
+	Objects   int `json:"objects"`
+	Images    int `json:"images"`
+	Commits   int `json:"commits"`
+	Branches  int `json:"branches"`
+	TempFiles int `json:"temp_files"`
+	// Warnings are weaknesses that are not damage, such as a repository
+	// directory other users may enter.
+	Warnings []string  `json:"warnings"`
+	Problems []Problem `json:"problems"`
 }
 
 // FsckOptions control Fsck.
@@ -41,13 +44,17 @@ type FsckOptions struct {
 // name, every image parses and references only present objects of the
 // right size, every commit and branch resolves.
 func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
-	rep := &FsckReport{Problems: []Problem{}}
+	rep := &FsckReport{Problems: []Problem{}, Warnings: []string{}}
 	var mu sync.Mutex
 	problem := func(path, format string, args ...any) {
 		mu.Lock()
 		rep.Problems = append(rep.Problems, Problem{path, fmt.Sprintf(format, args...)})
 		mu.Unlock()
 	}
+	if err := CheckTopDir(r.Path); errors.Is(err, ErrOpenDirectory) {
+		rep.Warnings = append(rep.Warnings, err.Error())
+	}
+	r.checkPrivateDirs(problem)
 
 	sizes := map[verity.Digest]int64{}
 	work := make(chan objectFile)
@@ -126,6 +133,20 @@ func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
 	}
 	sort.Slice(rep.Problems, func(i, j int) bool { return rep.Problems[i].Path < rep.Problems[j].Path })
 	return rep, nil
+}
+
+// checkPrivateDirs reports objects/ when other users may enter it: it
+// holds every committed file's content. (Its fan-out directories need not
+// be checked: nobody else gets past objects/.)
+func (r *Repo) checkPrivateDirs(problem func(string, string, ...any)) {
+	top := r.ObjectsDir()
+	fi, err := os.Stat(top)
+	if err != nil {
+		return // walking the objects reports it
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		problem(top, "other users may read the objects (mode %04o, want 0700)", m)
+	}
 }
 
 func (r *Repo) checkObject(of objectFile, opts FsckOptions, problem func(string, string, ...any)) {

@@ -3,12 +3,13 @@ package repo
 import (
 	"errors"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"

@@ -3,10 +3,11 @@ package repo
 import (
 	"errors"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
-	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 	"os"
 	"path/filepath"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
+	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/objstore"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
@@ -74,7 +75,7 @@ func Init(path string, opts InitOptions) error {
 		}
 	}
 	for _, d := range []string{objectsDir, imagesDir, commitsDir, "refs", headsDir, locksDir, cacheDir} {
-		if err := os.Mkdir(filepath.Join(path, d), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		if err := os.Mkdir(filepath.Join(path, d), dirMode(d)); err != nil && !errors.Is(err, os.ErrExist) {
 			cleanup()
 			return fmt.Errorf("init %s: %w", path, err)
 		} else if err == nil {
@@ -89,6 +90,35 @@ func Init(path string, opts InitOptions) error {
 	if err := writeMeta(path, newMeta(!opts.Insecure), !opts.Insecure); err != nil {
 		cleanup()
 		return fmt.Errorf("init %s: %w", path, err)
+	}
+	return nil
+}
+
+// dirMode is the mode Init gives a directory of the repository. Objects
+// hold the contents of every committed file, whatever its mode was, and
+// the digest cache names the files that were committed: both are for
+// root only, whether or not the repository's own directory is open.
+func dirMode(d string) os.FileMode {
+	if d == objectsDir || d == cacheDir {
+		return 0o700
+	}
+	return 0o755
+}
+
+// ErrOpenDirectory says that a repository's own directory lets other
+// users in. Objects stay private (objects/ is 0700), but branch names,
+// commit records' names and the layout are visible.
+var ErrOpenDirectory = errors.New("repository directory is accessible to other users")
+
+// CheckTopDir returns an error wrapping ErrOpenDirectory when group or
+// others have any access to the repository directory path.
+func CheckTopDir(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return fmt.Errorf("%s: %w (mode %04o)", path, ErrOpenDirectory, m)
 	}
 	return nil
 }
@@ -172,7 +202,7 @@ func Open(path string, opts OpenOptions) (*Repo, error) {
 		lf.Close()
 		return nil, fmt.Errorf("lock repository %s: %w", path, err)
 	}
-	st, err := objstore.Open(filepath.Join(path, objectsDir), objstore.Options{EnableVerity: true, RequireVerity: secure})
+	st, err := objstore.Open(filepath.Join(path, objectsDir), objstore.Options{EnableVerity: true, RequireVerity: secure, Private: true})
 	if err != nil {
 		if lf != nil {
 			lf.Close()

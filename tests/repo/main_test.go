@@ -188,11 +188,12 @@ func (e *env) tip(branch string) string {
 }
 
 type fsckReport struct {
-	Objects   int `json:"objects"`
-	Images    int `json:"images"`
-	Commits   int `json:"commits"`
-	Branches  int `json:"branches"`
-	TempFiles int `json:"temp_files"`
+	Objects   int      `json:"objects"`
+	Images    int      `json:"images"`
+	Commits   int      `json:"commits"`
+	Branches  int      `json:"branches"`
+	TempFiles int      `json:"temp_files"`
+	Warnings  []string `json:"warnings"`
 	Problems  []struct {
 		Path string `json:"path"`
 		What string `json:"problem"`

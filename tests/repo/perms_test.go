@@ -1,0 +1,91 @@
+package repo
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// asNobody runs cat as user nobody and reports whether it could read p.
+func asNobody(t *testing.T, p string) (string, bool) {
+	t.Helper()
+	cmd := exec.Command("cat", p)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	return string(out), err == nil
+}
+
+func modeOf(t *testing.T, p string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+// openUp makes dir and its parents up to the system's temporary directory
+// traversable by everyone, as a repository's parent on a real system
+// usually is (/, /sysroot, a 0755 mount point).
+func openUp(t *testing.T, dir string) {
+	t.Helper()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestObjectsPrivate: a repository created in an existing world-readable
+// directory must not expose the content of a committed 0600 file to other
+// users; init and fsck say that the top directory is open.
+func TestObjectsPrivate(t *testing.T) {
+	needRoot(t)
+	sysroot := filepath.Join(t.TempDir(), "sysroot")
+	repoDir := filepath.Join(sysroot, "composefs")
+	if err := os.MkdirAll(repoDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	openUp(t, repoDir)
+	e := &env{t: t, sysroot: sysroot, repo: repoDir, config: filepath.Join(t.TempDir(), "config.toml")}
+	writeFile(t, e.config, "", 0o644)
+	r := e.run("init", "--insecure")
+	if r.code != 0 || !strings.Contains(r.stderr, "warning") || !strings.Contains(r.stderr, "0755") {
+		t.Errorf("init in a 0755 directory: %v\nwant a warning that it is open", r)
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	secret := strings.Repeat("root:$6$secret-hash:19000:0:99999:7:::\n", 10)
+	writeFile(t, filepath.Join(src, "etc", "shadow"), secret, 0o600)
+	e.commit("main", src)
+
+	obj := e.objectOf("main", "/etc/shadow")
+	if out, ok := asNobody(t, obj); ok || strings.Contains(out, "secret-hash") {
+		t.Errorf("user nobody read the object of a 0600 file: %q", out)
+	}
+	for _, d := range []string{filepath.Join(e.repo, "objects"), filepath.Dir(obj)} {
+		if m := modeOf(t, d); m != 0o700 {
+			t.Errorf("%s: mode %04o, want 0700", d, m)
+		}
+	}
+	rep, fr := e.fsck()
+	if len(rep.Problems) != 0 || len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0], repoDir) {
+		t.Errorf("fsck of a repository in an open directory: %+v %v\nwant a warning and no problem", rep, fr)
+	}
+	if r := e.run("fsck"); r.code != 0 || !strings.Contains(r.stderr, "warning: "+repoDir) {
+		t.Errorf("fsck: %v\nwant the warning on stderr", r)
+	}
+
+	// A repository whose objects/ an earlier version made 0755 is
+	// tightened when it is next opened for writing.
+	if err := os.Chmod(filepath.Join(e.repo, "objects"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "etc", "shadow"), secret+"more\n", 0o600)
+	e.commit("main", src)
+	if m := modeOf(t, filepath.Join(e.repo, "objects")); m != 0o700 {
+		t.Errorf("objects/ of an old repository after a commit: mode %04o, want 0700", m)
+	}
+}
