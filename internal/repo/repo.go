@@ -57,17 +57,19 @@ func Init(path string, opts InitOptions) error {
 	if _, err := os.Stat(filepath.Join(path, metaFile)); err == nil {
 		return fmt.Errorf("init %s: a repository already exists there", path)
 	}
-	created := false
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+	// The highest directory Init creates, if any: on failure it goes,
+	// with everything below it.
+	created := firstMissing(path)
+	if created != "" {
 		if err := os.MkdirAll(path, 0o700); err != nil {
+			os.RemoveAll(created)
 			return fmt.Errorf("init %s: %w", path, err)
 		}
-		created = true
 	}
 	made := []string{}
 	cleanup := func() {
-		if created {
-			os.RemoveAll(path)
+		if created != "" {
+			os.RemoveAll(created)
 			return
 		}
 		for i := len(made) - 1; i >= 0; i-- {
@@ -121,6 +123,21 @@ func CheckTopDir(path string) error {
 		return fmt.Errorf("%s: %w (mode %04o)", path, ErrOpenDirectory, m)
 	}
 	return nil
+}
+
+// firstMissing returns the highest of path and its parents that does not
+// exist, "" if path exists.
+func firstMissing(path string) string {
+	missing := ""
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			return missing
+		}
+		missing = p
+		if filepath.Dir(p) == p {
+			return missing
+		}
+	}
 }
 
 // writeMeta writes meta.json through a temporary file; with secure set it

@@ -89,3 +89,29 @@ func TestObjectsPrivate(t *testing.T) {
 		t.Errorf("objects/ of an old repository after a commit: mode %04o, want 0700", m)
 	}
 }
+
+// TestFailedInitLeavesNothing: a secure init on a filesystem without
+// fs-verity fails; it must remove every directory it created, the parents
+// of the repository included, and none that existed before.
+func TestFailedInitLeavesNothing(t *testing.T) {
+	base := t.TempDir()
+	e := &env{t: t, repo: filepath.Join(base, "new", "parents", "composefs"), config: filepath.Join(t.TempDir(), "config.toml")}
+	writeFile(t, e.config, "", 0o644)
+	r := e.run("init")
+	if r.code == 0 {
+		t.Skip("this filesystem has fs-verity: secure init does not fail here")
+	}
+	if ents, err := os.ReadDir(base); err != nil || len(ents) != 0 {
+		t.Errorf("failed init left %v in %s (%v)", ents, base, err)
+	}
+	// An existing directory is kept, and emptied of what init made.
+	existing := filepath.Join(base, "existing")
+	if err := os.Mkdir(existing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.repo = existing
+	e.fails("init")
+	if ents, err := os.ReadDir(existing); err != nil || len(ents) != 0 {
+		t.Errorf("failed init in an existing directory left %v (%v)", ents, err)
+	}
+}
