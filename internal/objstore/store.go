@@ -110,6 +110,13 @@ func (s *Store) Has(d verity.Digest) bool {
 	return ok
 }
 
+// Size returns the size of the object with digest d, and false if there
+// is none.
+func (s *Store) Size(d verity.Digest) (int64, bool, error) {
+	ok, n, err := s.exists(d.ObjectPath())
+	return n, ok, err
+}
+
 // exists reports whether rel names a regular file in the store. Anything
 // else under an object's name is an error: nothing this package writes
 // could have put it there.

@@ -115,12 +115,14 @@ func (r *Repo) CheckObjects(root *erofs.Node) error {
 }
 
 // checkTreeObjects counts root's objects and checks their names; with
-// lookup it also makes sure every one is present in the repository, so no
-// commit can reference missing content.
+// lookup it also makes sure every one is present in the repository with
+// the size the tree gives it, so no commit can reference missing content
+// or files that would read short (or past their content).
 func (r *Repo) checkTreeObjects(root *erofs.Node, lookup bool) (Stats, error) {
 	var st Stats
 	seen := map[string]bool{}
-	var missing []string
+	sizes := map[verity.Digest]int64{} // of the objects looked up
+	var missing, wrongSize []string
 	err := erofs.Walk(root, func(n *erofs.Node) error {
 		st.Entries++
 		if n.LinkTo != nil || !n.IsExternal() {
@@ -133,17 +135,36 @@ func (r *Repo) checkTreeObjects(root *erofs.Node, lookup bool) (Stats, error) {
 		if n.Payload != d.ObjectPath() {
 			return fmt.Errorf("%s: payload %q does not name the object of its digest", n.Path(), n.Payload)
 		}
+		if lookup {
+			// Every entry, not every object: two entries may claim
+			// different sizes for one object.
+			size, looked := sizes[d]
+			if !looked {
+				have, ok, err := r.objects.Size(d)
+				if err != nil {
+					return fmt.Errorf("%s: %w", n.Path(), err)
+				}
+				if size = have; !ok {
+					size = -1 // missing
+				}
+				sizes[d] = size
+			}
+			switch {
+			case size < 0:
+				missing = append(missing, n.Path()+" ("+n.Payload+")")
+				return nil
+			case uint64(size) != n.Size:
+				wrongSize = append(wrongSize, fmt.Sprintf("%s (%d bytes, its object %d bytes)", n.Path(), n.Size, size))
+				return nil
+			}
+		}
 		if seen[n.Payload] {
 			return nil
 		}
 		seen[n.Payload] = true
 		st.Objects++
 		st.ContentBytes += int64(n.Size)
-		switch {
-		case !lookup:
-		case !r.objects.Has(d):
-			missing = append(missing, n.Path()+" ("+n.Payload+")")
-		case r.Secure:
+		if lookup && r.Secure {
 			// Objects placed by other tools may lack fs-verity, and
 			// every read of them would fail under verity=require.
 			if err := r.verifyObject(d); err != nil {
@@ -156,13 +177,20 @@ func (r *Repo) checkTreeObjects(root *erofs.Node, lookup bool) (Stats, error) {
 		return st, err
 	}
 	if len(missing) > 0 {
-		show := missing
-		if len(show) > 5 {
-			show = show[:5]
-		}
-		return st, fmt.Errorf("%d files reference objects missing from the repository, e.g. %v", len(missing), show)
+		return st, fmt.Errorf("%d files reference objects missing from the repository, e.g. %v", len(missing), firstFew(missing))
+	}
+	if len(wrongSize) > 0 {
+		return st, fmt.Errorf("%d files have another size than their objects, e.g. %v", len(wrongSize), firstFew(wrongSize))
 	}
 	return st, nil
+}
+
+// firstFew keeps error messages about many files short.
+func firstFew(list []string) []string {
+	if len(list) > 5 {
+		return list[:5]
+	}
+	return list
 }
 
 // findKernel looks for /usr/lib/modules/<version>/vmlinuz (and
