@@ -67,12 +67,12 @@ func loadConfig() (config.Config, error) {
 
 // openRepo opens the configured repository and says on stderr which mode
 // it is in when quiet is false.
-func openRepo(exclusive, quiet bool) (*repo.Repo, config.Config, error) {
+func openRepo(opts repo.OpenOptions, quiet bool) (*repo.Repo, config.Config, error) {
 	c, err := loadConfig()
 	if err != nil {
 		return nil, c, err
 	}
-	r, err := repo.Open(c.Repo, repo.OpenOptions{Exclusive: exclusive})
+	r, err := repo.Open(c.Repo, opts)
 	if err != nil {
 		return nil, c, err
 	}
@@ -93,7 +93,7 @@ func openForReading(fs *flag.FlagSet, args []string, min, max int, want string) 
 	if err := cliutil.CheckOperands(ops, min, max, want); err != nil {
 		return nil, nil, err
 	}
-	r, _, err := openRepo(false, true)
+	r, _, err := openRepo(repo.OpenOptions{}, true)
 	if err != nil {
 		return nil, nil, err
 	}

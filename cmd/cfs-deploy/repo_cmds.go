@@ -29,7 +29,8 @@ computes digests in userspace; boots from it need composefs=?<digest>.`),
 	register("commit", command{
 		summary: "commit a directory, tar stream or dump file to a branch",
 		run:     runCommit,
-		usage: usageText(`Usage: cfs-deploy commit --branch NAME [--subject TEXT] [--version V] [--json] SOURCE
+		usage: usageText(`Usage: cfs-deploy commit --branch NAME [--subject TEXT] [--version V] [--json]
+                         [--trust-existing] SOURCE
        cfs-deploy commit --branch NAME [...] --from-tar FILE|-
        cfs-deploy commit --branch NAME [...] --from-dump FILE
 
@@ -46,7 +47,14 @@ A tar stream (GNU tar, podman/docker export; xattrs from PAX SCHILY.xattr
 or LIBARCHIVE.xattr records) may not reach outside its root: an entry or
 hard link target with a ".." component is refused; "/a", "./a" and "a"
 are the same entry. A dump file's objects must already be in the
-repository. A failed commit leaves the branch where it was.`),
+repository, with the sizes the dump gives. A failed commit leaves the
+branch where it was.
+
+In a repository without fs-verity nothing vouches for an object already
+there, so the commit reads each one it reuses and replaces a damaged copy
+(from a directory or tar source; a dump commit is refused).
+--trust-existing skips that: much faster for a large unchanged tree, but
+damage goes unnoticed until fsck.`),
 	})
 	register("log", command{
 		summary: "show a branch's history",
@@ -113,6 +121,7 @@ func runCommit(prog string, args []string) error {
 	fromTar := fs.String("from-tar", "", "")
 	fromDump := fs.String("from-dump", "", "")
 	asJSON := fs.Bool("json", false, "")
+	trust := fs.Bool("trust-existing", false, "")
 	ops, err := cliutil.Parse(fs, args)
 	if err != nil {
 		return err
@@ -133,7 +142,7 @@ func runCommit(prog string, args []string) error {
 	if sources != 1 {
 		return cliutil.Usagef("give exactly one source: a directory, --from-tar or --from-dump")
 	}
-	r, _, err := openRepo(false, *asJSON)
+	r, _, err := openRepo(repo.OpenOptions{TrustExisting: *trust}, *asJSON)
 	if err != nil {
 		return err
 	}

@@ -17,13 +17,19 @@ func init() {
 	register("fsck", command{
 		summary: "verify every object, image, commit and branch",
 		run:     runFsck,
-		usage: usageText(`Usage: cfs-deploy fsck [--quick] [--json]
+		usage: usageText(`Usage: cfs-deploy fsck [--quick] [--json] [--repair SOURCE]
 
 Checks that every object's content matches its name (measured by the
 kernel where fs-verity is on, recomputed otherwise; --quick skips
 re-reading contents), that every image parses and references only present
 objects of the right size, and that every commit and branch resolves.
-Lists each problem with its path; exits 1 if there is any.`),
+Lists each problem with its path; exits 1 if there is any.
+
+--repair SOURCE puts back the damaged or missing objects that images need
+from a copy of their content: SOURCE is a directory tree or a tar file
+("-" for standard input), for example what was committed. Only files of
+the right size and digest are used; fsck then checks again and reports
+what is left.`),
 	})
 	register("gc", command{
 		summary: "remove what no branch or deployment references",
@@ -51,14 +57,15 @@ func runFsck(prog string, args []string) error {
 	repoFlags(fs)
 	quick := fs.Bool("quick", false, "")
 	asJSON := fs.Bool("json", false, "")
+	source := fs.String("repair", "", "")
 	ops, err := cliutil.Parse(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := cliutil.CheckOperands(ops, 0, 0, "fsck takes no arguments"); err != nil {
+	if err := cliutil.CheckOperands(ops, 0, 0, "fsck takes no arguments (--repair takes the source)"); err != nil {
 		return err
 	}
-	r, _, err := openRepo(false, *asJSON)
+	r, _, err := openRepo(repo.OpenOptions{}, *asJSON)
 	if err != nil {
 		return err
 	}
@@ -66,6 +73,18 @@ func runFsck(prog string, args []string) error {
 	rep, err := r.Fsck(repo.FsckOptions{Quick: *quick})
 	if err != nil {
 		return err
+	}
+	if *source != "" && rep.Repairable() > 0 {
+		fixed, err := repairFrom(r, rep, *source)
+		if len(fixed) > 0 {
+			fmt.Fprintf(os.Stderr, "repaired %d of %d damaged or missing objects from %s\n", len(fixed), rep.Repairable(), *source)
+		}
+		if err != nil {
+			return err
+		}
+		if rep, err = r.Fsck(repo.FsckOptions{Quick: *quick}); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		if err := printJSON(rep); err != nil {
@@ -90,6 +109,26 @@ func runFsck(prog string, args []string) error {
 	return nil
 }
 
+// repairFrom repairs from a directory tree or a tar file ("-": stdin).
+func repairFrom(r *repo.Repo, rep *repo.FsckReport, source string) ([]verity.Digest, error) {
+	if source == "-" {
+		return r.RepairFromTar(rep, os.Stdin, "standard input")
+	}
+	fi, err := os.Stat(source)
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return r.RepairFromDir(rep, source)
+	}
+	f, err := os.Open(source)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return r.RepairFromTar(rep, f, source)
+}
+
 // errSilentFailure exits 1 without another message: the output said why.
 var errSilentFailure = errors.New("")
 
@@ -106,7 +145,7 @@ func runGC(prog string, args []string) error {
 	if err := cliutil.CheckOperands(ops, 0, 0, "gc takes no arguments"); err != nil {
 		return err
 	}
-	r, c, err := openRepo(true, *asJSON)
+	r, c, err := openRepo(repo.OpenOptions{Exclusive: true}, *asJSON)
 	if err != nil {
 		return err
 	}
@@ -146,7 +185,7 @@ func runMount(prog string, args []string) error {
 	if (*upper == "") != (*work == "") {
 		return cliutil.Usagef("--upperdir and --workdir go together")
 	}
-	r, _, err := openRepo(false, false)
+	r, _, err := openRepo(repo.OpenOptions{}, false)
 	if err != nil {
 		return err
 	}

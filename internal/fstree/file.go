@@ -71,14 +71,15 @@ func (w *worker) hashFile(j job) error {
 }
 
 // cachedDigest gives n the digest the cache remembers for k, if its object
-// is already stored (or no store is used); it reports whether it did.
+// is already stored and the store will reuse it (or no store is used); it
+// reports whether it did.
 func (w *worker) cachedDigest(n *erofs.Node, k FileKey) bool {
 	s := w.s
 	if s.opts.Cache == nil {
 		return false
 	}
 	d, ok := s.opts.Cache.Lookup(k)
-	if !ok || s.opts.Store != nil && !s.opts.Store.Has(d) {
+	if !ok || s.opts.Store != nil && !s.opts.Store.Reusable(d) {
 		return false
 	}
 	w.setDigest(n, d)

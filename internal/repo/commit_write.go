@@ -164,10 +164,16 @@ func (r *Repo) checkTreeObjects(root *erofs.Node, lookup bool) (Stats, error) {
 		seen[n.Payload] = true
 		st.Objects++
 		st.ContentBytes += int64(n.Size)
-		if lookup && r.Secure {
+		switch {
+		case !lookup:
+		case r.Secure:
 			// Objects placed by other tools may lack fs-verity, and
 			// every read of them would fail under verity=require.
 			if err := r.verifyObject(d); err != nil {
+				return fmt.Errorf("%s: %w", n.Path(), err)
+			}
+		case r.verifyExisting:
+			if err := r.objects.Verify(d); err != nil {
 				return fmt.Errorf("%s: %w", n.Path(), err)
 			}
 		}

@@ -31,7 +31,16 @@ type FsckReport struct {
 	// directory other users may enter.
 	Warnings []string  `json:"warnings"`
 	Problems []Problem `json:"problems"`
+
+	// repairable are the objects images need that are damaged or
+	// missing, with the size the images give them: what Repair looks
+	// for in a copy of the content.
+	repairable map[verity.Digest]int64
 }
+
+// Repairable is the number of damaged or missing objects that images
+// need, which a copy of their content could repair.
+func (rep *FsckReport) Repairable() int { return len(rep.repairable) }
 
 // FsckOptions control Fsck.
 type FsckOptions struct {
@@ -44,11 +53,18 @@ type FsckOptions struct {
 // name, every image parses and references only present objects of the
 // right size, every commit and branch resolves.
 func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
-	rep := &FsckReport{Problems: []Problem{}, Warnings: []string{}}
+	rep := &FsckReport{Problems: []Problem{}, Warnings: []string{}, repairable: map[verity.Digest]int64{}}
 	var mu sync.Mutex
 	problem := func(path, format string, args ...any) {
 		mu.Lock()
 		rep.Problems = append(rep.Problems, Problem{path, fmt.Sprintf(format, args...)})
+		mu.Unlock()
+	}
+	damaged := map[verity.Digest]bool{}
+	objectProblem := func(d verity.Digest, path, format string, args ...any) {
+		problem(path, format, args...)
+		mu.Lock()
+		damaged[d] = true
 		mu.Unlock()
 	}
 	if err := CheckTopDir(r.Path); errors.Is(err, ErrOpenDirectory) {
@@ -64,7 +80,7 @@ func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
 		go func() {
 			defer wg.Done()
 			for of := range work {
-				r.checkObject(of, opts, problem)
+				r.checkObject(of, opts, objectProblem)
 			}
 		}()
 	}
@@ -99,7 +115,7 @@ func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
 	rep.Images = len(images)
 	goodImages := map[verity.Digest]bool{}
 	for _, d := range images {
-		if r.checkImage(d, sizes, problem) {
+		if r.checkImage(d, sizes, damaged, rep.repairable, problem) {
 			goodImages[d] = true
 		}
 	}
@@ -149,7 +165,8 @@ func (r *Repo) checkPrivateDirs(problem func(string, string, ...any)) {
 	}
 }
 
-func (r *Repo) checkObject(of objectFile, opts FsckOptions, problem func(string, string, ...any)) {
+func (r *Repo) checkObject(of objectFile, opts FsckOptions, objectProblem func(verity.Digest, string, string, ...any)) {
+	problem := func(path, format string, args ...any) { objectProblem(of.digest, path, format, args...) }
 	f, err := os.Open(of.path)
 	if err != nil {
 		problem(of.path, "cannot open: %v", err)
@@ -191,8 +208,9 @@ func (r *Repo) checkObject(of objectFile, opts FsckOptions, problem func(string,
 	}
 }
 
-// checkImage reports whether the image is usable.
-func (r *Repo) checkImage(d verity.Digest, sizes map[verity.Digest]int64, problem func(string, string, ...any)) bool {
+// checkImage reports whether the image is usable; the objects it needs
+// that are missing, of the wrong size or damaged go to repairable.
+func (r *Repo) checkImage(d verity.Digest, sizes map[verity.Digest]int64, damaged map[verity.Digest]bool, repairable map[verity.Digest]int64, problem func(string, string, ...any)) bool {
 	link := r.ImagePath(d)
 	target, err := os.Readlink(link)
 	if err != nil {
@@ -231,7 +249,13 @@ func (r *Repo) checkImage(d verity.Digest, sizes map[verity.Digest]int64, proble
 		case uint64(size) != n.Size:
 			problem(r.ObjectPath(od), "size %d, image %s says %d for %s (truncated?)", size, d, n.Size, n.Path())
 			ok = false
+		case damaged[od]:
+			// Reported by the object check; the image stays usable
+			// once the object is repaired.
+		default:
+			return nil
 		}
+		repairable[od] = int64(n.Size)
 		return nil
 	})
 	return ok

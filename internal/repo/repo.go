@@ -25,6 +25,9 @@ type Repo struct {
 	exclusive bool
 	readOnly  string // why this version must not change the repository
 	objects   *objstore.Store
+	// verifyExisting: objects are hashed before they are reused (an
+	// insecure repository, unless OpenOptions.TrustExisting).
+	verifyExisting bool
 }
 
 // ErrNotRepository is returned by Open for a directory without meta.json.
@@ -185,6 +188,11 @@ func writeMeta(path string, m Meta, secure bool) error {
 type OpenOptions struct {
 	// Exclusive takes the repository lock exclusively (gc).
 	Exclusive bool
+	// TrustExisting, in a repository without fs-verity, reuses objects
+	// that are already there (and of the right size) without reading
+	// them: faster commits, but a damaged object is not noticed, nor
+	// replaced. A secure repository has the kernel check them either way.
+	TrustExisting bool
 }
 
 // Open opens the repository at path and takes its lock (shared unless
@@ -219,14 +227,18 @@ func Open(path string, opts OpenOptions) (*Repo, error) {
 		lf.Close()
 		return nil, fmt.Errorf("lock repository %s: %w", path, err)
 	}
-	st, err := objstore.Open(filepath.Join(path, objectsDir), objstore.Options{EnableVerity: true, RequireVerity: secure, Private: true})
+	st, err := objstore.Open(filepath.Join(path, objectsDir), objstore.Options{
+		EnableVerity: true, RequireVerity: secure, Private: true,
+		VerifyExisting: !secure && !opts.TrustExisting,
+	})
 	if err != nil {
 		if lf != nil {
 			lf.Close()
 		}
 		return nil, fmt.Errorf("open repository %s: %w", path, err)
 	}
-	r := &Repo{Path: path, Secure: secure, meta: meta, lock: lf, exclusive: opts.Exclusive, objects: st}
+	r := &Repo{Path: path, Secure: secure, meta: meta, lock: lf, exclusive: opts.Exclusive, objects: st,
+		verifyExisting: !secure && !opts.TrustExisting}
 	if unknown := meta.unknownReadOnly(); len(unknown) > 0 {
 		r.readOnly = fmt.Sprintf("it has read-only-compatible features this version does not know: %v", unknown)
 	}

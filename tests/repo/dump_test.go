@@ -44,4 +44,10 @@ func TestDumpCommitChecksObjects(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "tree.dump")
 	writeFile(t, p, dump(10000, digest), 0o644)
 	e.ok("commit", "--branch", "main", "--from-dump", p)
+	// A damaged object is not referenced again: without fs-verity the
+	// commit reads it.
+	flipByte(t, obj, 10)
+	if r := e.fails("commit", "--branch", "main", "--from-dump", p); !strings.Contains(r.stderr, "does not match") {
+		t.Errorf("dump commit over a damaged object: %q should say it does not match", r.stderr)
+	}
 }
