@@ -114,3 +114,9 @@ func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
+
+// stderrf prints a line on standard error, for libraries' Logf options.
+func stderrf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+
+// stdoutf prints a line on standard output.
+func stdoutf(format string, args ...any) { fmt.Printf(format+"\n", args...) }

@@ -203,6 +203,7 @@ func runMount(prog string, args []string) error {
 		UpperDir:             *upper,
 		WorkDir:              *work,
 		ReadWrite:            *upper != "",
+		Logf:                 stderrf,
 	}
 	if err := mount.Mount(ops[1], opts); err != nil {
 		return err

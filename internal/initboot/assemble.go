@@ -49,7 +49,7 @@ func assembleRoot(log *Log, p *Plan, sysroot, newroot string) (*chosenImage, *de
 	}
 
 	t = log.Begin("mount-image")
-	if err := mountImage(img, sysroot, newroot); err != nil {
+	if err := mountImage(img, sysroot, newroot, log); err != nil {
 		return nil, nil, err
 	}
 	how := "verity=require"
