@@ -44,11 +44,17 @@ commits to finish and blocks new ones while it runs.`),
 	register("mount", command{
 		summary: "mount a commit or image read-only (or with an upper layer)",
 		run:     runMount,
-		usage: usageText(`Usage: cfs-deploy mount [--upperdir DIR --workdir DIR] REF|IMAGE-DIGEST MOUNTPOINT
+		usage: usageText(`Usage: cfs-deploy mount [--upperdir DIR --workdir DIR] [--suid] [--dev]
+                        REF|IMAGE-DIGEST MOUNTPOINT
 
 Checks the image's digest, then mounts EROFS + overlayfs with the
 repository's objects as the data-only lower layer (verity=require in a
-secure repository). Read-only unless an upper layer is given.`),
+secure repository). Read-only unless an upper layer is given.
+
+The mount is nosuid and nodev: a tree holds setuid-root programs and
+device nodes that would otherwise give any user on this system root or
+the devices. --suid and --dev allow them, for a tree that is to be run
+(chroot, container) by someone who may.`),
 	})
 }
 
@@ -175,6 +181,8 @@ func runMount(prog string, args []string) error {
 	repoFlags(fs)
 	upper := fs.String("upperdir", "", "")
 	work := fs.String("workdir", "", "")
+	suid := fs.Bool("suid", false, "")
+	dev := fs.Bool("dev", false, "")
 	ops, err := cliutil.Parse(fs, args)
 	if err != nil {
 		return err
@@ -203,6 +211,8 @@ func runMount(prog string, args []string) error {
 		UpperDir:             *upper,
 		WorkDir:              *work,
 		ReadWrite:            *upper != "",
+		NoSuid:               !*suid,
+		NoDev:                !*dev,
 		Logf:                 stderrf,
 	}
 	if err := mount.Mount(ops[1], opts); err != nil {

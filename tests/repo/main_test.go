@@ -273,15 +273,15 @@ func needMount(t *testing.T) {
 	mounttest.SkipUnlessKernelHas(t, "erofs", "overlay")
 }
 
-// mount mounts ref with `cfs-deploy mount` on a new directory and
-// unmounts it when the test ends.
-func (e *env) mount(ref string) string {
+// mount mounts ref with `cfs-deploy mount` (and extra options) on a new
+// directory and unmounts it when the test ends.
+func (e *env) mount(ref string, extra ...string) string {
 	e.t.Helper()
 	mnt := filepath.Join(e.t.TempDir(), "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		e.t.Fatal(err)
 	}
-	e.ok("mount", ref, mnt)
+	e.ok(append([]string{"mount", ref, mnt}, extra...)...)
 	mounttest.UnmountLater(e.t, mnt)
 	if !mounttest.IsMountPoint(mnt) {
 		e.t.Fatalf("cfs-deploy mount %s %s succeeded but nothing is mounted there", ref, mnt)

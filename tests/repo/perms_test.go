@@ -7,14 +7,21 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
+	"golang.org/x/sys/unix"
 )
 
-// asNobody runs cat as user nobody and reports whether it could read p.
-func asNobody(t *testing.T, p string) (string, bool) {
+// asNobody runs a command as user nobody and returns (the start of) its
+// output and whether it succeeded.
+func asNobody(t *testing.T, name string, args ...string) (string, bool) {
 	t.Helper()
-	cmd := exec.Command("cat", p)
+	cmd := exec.Command(name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
+	if len(out) > 200 {
+		out = out[:200]
+	}
 	return string(out), err == nil
 }
 
@@ -62,7 +69,7 @@ func TestObjectsPrivate(t *testing.T) {
 	e.commit("main", src)
 
 	obj := e.objectOf("main", "/etc/shadow")
-	if out, ok := asNobody(t, obj); ok || strings.Contains(out, "secret-hash") {
+	if out, ok := asNobody(t, "cat", obj); ok || strings.Contains(out, "secret-hash") {
 		t.Errorf("user nobody read the object of a 0600 file: %q", out)
 	}
 	for _, d := range []string{filepath.Join(e.repo, "objects"), filepath.Dir(obj)} {
@@ -114,4 +121,48 @@ func TestFailedInitLeavesNothing(t *testing.T) {
 	if ents, err := os.ReadDir(existing); err != nil || len(ents) != 0 {
 		t.Errorf("failed init in an existing directory left %v (%v)", ents, err)
 	}
+}
+
+// TestMountNoSuidNoDev: `cfs-deploy mount` of a commit holding a
+// setuid-root program and a device node must not give other users root
+// or the device: nosuid and nodev unless --suid and --dev ask for them.
+func TestMountNoSuidNoDev(t *testing.T) {
+	needMount(t)
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "placeholder"), "", 0o644)
+	data, err := os.ReadFile(gobuild.T(t, "./tests/repo/testdata/euid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "euid"), string(data), 0o755)
+	if err := unix.Chmod(filepath.Join(src, "euid"), 0o4755); err != nil { // os.Chmod takes os.ModeSetuid
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(src, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	e.commit("main", src)
+
+	check := func(mnt string, suid, dev bool) {
+		t.Helper()
+		openUp(t, filepath.Dir(mnt))
+		out, ok := asNobody(t, filepath.Join(mnt, "euid"))
+		wantUID := "65534"
+		if suid {
+			wantUID = "0"
+		}
+		if !ok || strings.TrimSpace(out) != wantUID {
+			t.Errorf("setuid-root program run by nobody from the mount (suid %v): %q, want euid %s", suid, out, wantUID)
+		}
+		f, err := os.OpenFile(filepath.Join(mnt, "null"), os.O_WRONLY, 0)
+		if err == nil {
+			f.Close()
+		}
+		if (err == nil) != dev {
+			t.Errorf("opening the device node (dev %v): %v", dev, err)
+		}
+	}
+	check(e.mount("main"), false, false)
+	check(e.mount("main", "--suid", "--dev"), true, true)
 }
