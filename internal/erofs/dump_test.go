@@ -2,47 +2,23 @@ package erofs
 
 import (
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/cfs-deploy/cfs-deploy/tests/conformance"
 	"github.com/google/go-cmp/cmp"
 )
 
-// dumpAssetDir holds upstream composefs's golden dump files.
-const dumpAssetDir = "../../../shared/conformance/upstream"
-
-// dumpLaxAssets are the assets upstream's test parses without
-// CFS_PARSE_STRICT.
-var dumpLaxAssets = map[string]bool{
-	"no-newline.dump":                      true,
-	"longlink.dump":                        true,
-	"honggfuzz-longlink-unterminated.dump": true,
-}
-
+// readDumpAsset reads an upstream asset (gunzipped if need be).
 func readDumpAsset(t testing.TB, path string) []byte {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(path, ".gz") {
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r = zr
-	}
-	data, err := io.ReadAll(r)
+	data, err := conformance.ReadMaybeGzip(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,8 +29,9 @@ func readDumpAsset(t testing.TB, path string) []byte {
 func passingDumpAssets(t testing.TB) []string {
 	t.Helper()
 	var out []string
+	dir := conformance.Dir(t)
 	for _, pat := range []string{"*.dump", "*.dump.gz"} {
-		m, err := filepath.Glob(filepath.Join(dumpAssetDir, pat))
+		m, err := filepath.Glob(filepath.Join(dir, pat))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +42,7 @@ func passingDumpAssets(t testing.TB) []string {
 		}
 	}
 	if len(out) == 0 {
-		t.Fatalf("no dump assets in %s", dumpAssetDir)
+		t.Fatalf("no dump assets in %s", dir)
 	}
 	return out
 }
@@ -178,7 +155,7 @@ func TestParseDumpAssets(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(path), ".gz")
 		t.Run(name, func(t *testing.T) {
 			data := readDumpAsset(t, path)
-			lax := dumpLaxAssets[name]
+			lax := !conformance.Strict(name)
 			root, err := ParseDump(bytes.NewReader(data), DumpOptions{Strict: !lax})
 			if err != nil {
 				t.Fatalf("parse: %v", err)
@@ -200,7 +177,7 @@ func TestParseDumpAssets(t *testing.T) {
 // own output (composefs-info dump) for assets already in that form.
 func TestParseDumpAssetText(t *testing.T) {
 	for _, name := range []string{"special.dump", "bigfile-xattr.dump", "honggfuzz-bigfile-with-acl.dump"} {
-		data := readDumpAsset(t, filepath.Join(dumpAssetDir, name))
+		data := readDumpAsset(t, filepath.Join(conformance.Dir(t), name))
 		root := mustParseDump(t, string(data), true)
 		if got := dumpToString(t, root, DumpPrintOptions{}); got != string(data) {
 			t.Errorf("%s: printed text differs:\n%s", name, got)
@@ -231,7 +208,7 @@ func TestParseDumpShouldFail(t *testing.T) {
 		"should-fail-self-hardlink.dump":    {2, "hardlink to itself"},
 		"should-fail-too-big.dump":          {2, "file too big"},
 	}
-	paths, _ := filepath.Glob(filepath.Join(dumpAssetDir, "should-fail-*.dump"))
+	paths, _ := filepath.Glob(filepath.Join(conformance.Dir(t), "should-fail-*.dump"))
 	if len(paths) == 0 {
 		t.Fatal("no should-fail assets")
 	}
@@ -626,7 +603,7 @@ func TestParseDumpReadError(t *testing.T) {
 }
 
 func BenchmarkParseDumpCS9(b *testing.B) {
-	data := readDumpAsset(b, filepath.Join(dumpAssetDir, "cs9-x86_64-developer.dump.gz"))
+	data := readDumpAsset(b, filepath.Join(conformance.Dir(b), "cs9-x86_64-developer.dump.gz"))
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	b.ResetTimer()

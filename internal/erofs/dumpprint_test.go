@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"github.com/cfs-deploy/cfs-deploy/tests/conformance"
 )
 
 func TestEscape(t *testing.T) {
@@ -153,7 +154,7 @@ func TestWriteDumpHandBuilt(t *testing.T) {
 }
 
 func TestWriteDumpTopLevel(t *testing.T) {
-	data := readDumpAsset(t, filepath.Join(dumpAssetDir, "special.dump"))
+	data := readDumpAsset(t, filepath.Join(conformance.Dir(t), "special.dump"))
 	root := mustParseDump(t, string(data), true)
 	out := dumpToString(t, root, DumpPrintOptions{TopLevel: []string{"chardev", "inline", "whiteout", "missing"}})
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
@@ -196,7 +197,7 @@ type dumpFailWriter struct{}
 func (dumpFailWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
 func TestWriteDumpError(t *testing.T) {
-	data := readDumpAsset(t, filepath.Join(dumpAssetDir, "cs9-x86_64-minimal.dump.gz"))
+	data := readDumpAsset(t, filepath.Join(conformance.Dir(t), "cs9-x86_64-minimal.dump.gz"))
 	root := mustParseDump(t, string(data), true)
 	if err := WriteDump(dumpFailWriter{}, root, DumpPrintOptions{}); err == nil || err.Error() != "disk full" {
 		t.Errorf("got %v", err)
@@ -204,7 +205,7 @@ func TestWriteDumpError(t *testing.T) {
 }
 
 func BenchmarkWriteDumpCS9(b *testing.B) {
-	data := readDumpAsset(b, filepath.Join(dumpAssetDir, "cs9-x86_64-developer.dump.gz"))
+	data := readDumpAsset(b, filepath.Join(conformance.Dir(b), "cs9-x86_64-developer.dump.gz"))
 	root, err := ParseDump(bytes.NewReader(data), DumpOptions{Strict: true})
 	if err != nil {
 		b.Fatal(err)

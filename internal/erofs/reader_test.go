@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"github.com/cfs-deploy/cfs-deploy/tests/conformance"
 )
 
 var updateCorrupt = flag.Bool("update-corrupt", false, "rewrite testdata/corrupt/*.img from the cases in reader_test.go")
@@ -324,11 +325,11 @@ func TestReadImageFile(t *testing.T) {
 // tree -> image must give the same bytes.
 func TestReadUpstreamAssets(t *testing.T) {
 	for _, a := range loadGoldenAssets(t) {
-		t.Run(a.name, func(t *testing.T) {
-			if testing.Short() && len(a.dump) > 1<<20 {
+		t.Run(a.Name, func(t *testing.T) {
+			if testing.Short() && len(a.Dump) > 1<<20 {
 				t.Skip("large asset")
 			}
-			root, err := ParseDump(bytes.NewReader(a.dump), DumpOptions{})
+			root, err := ParseDump(bytes.NewReader(a.Dump), DumpOptions{})
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
@@ -690,7 +691,7 @@ func TestReadCorruptFiles(t *testing.T) {
 			t.Errorf("%s: no case called %s", p, name)
 			continue
 		}
-		data, err := readMaybeGzip(p)
+		data, err := conformance.ReadMaybeGzip(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -807,7 +808,7 @@ func TestReadBombs(t *testing.T) {
 
 // BenchmarkReadImage reads the image of the largest upstream asset.
 func BenchmarkReadImage(b *testing.B) {
-	dump, err := readMaybeGzip(filepath.Join(conformanceDir, "cs9-x86_64-developer.dump.gz"))
+	dump, err := conformance.ReadMaybeGzip(filepath.Join(conformance.Dir(b), "cs9-x86_64-developer.dump.gz"))
 	if err != nil {
 		b.Skip(err)
 	}

@@ -4,10 +4,8 @@ package cli
 
 import (
 	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"github.com/cfs-deploy/cfs-deploy/tests/conformance"
 	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 )
 
@@ -60,26 +59,6 @@ func run(t *testing.T, stdin []byte, name string, args ...string) result {
 	return result{o.String(), e.String(), code}
 }
 
-const assets = "../../../shared/conformance/upstream"
-
-func gunzip(t *testing.T, path string) []byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func sha(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
@@ -88,7 +67,11 @@ func sha(b []byte) string {
 // TestMkcomposefsFromFileGolden runs the argv[0] front end on stdin and to
 // stdout, and the subcommand to a file, against an upstream golden hash.
 func TestMkcomposefsFromFileGolden(t *testing.T) {
-	dump := gunzip(t, filepath.Join(assets, "config.dump.gz"))
+	assets := conformance.Dir(t)
+	dump, err := conformance.ReadMaybeGzip(filepath.Join(assets, "config.dump.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	want, _ := os.ReadFile(filepath.Join(assets, "config.dump.gz.sha256"))
 	r := run(t, dump, "mkcomposefs", "--from-file", "-", "-")
 	if r.code != 0 {
@@ -193,7 +176,7 @@ func TestMkcomposefsDirectory(t *testing.T) {
 func TestComposefsInfoDumpRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "img")
-	src := filepath.Join(assets, "special.dump")
+	src := filepath.Join(conformance.Dir(t), "special.dump")
 	r := run(t, nil, "mkcomposefs", "--min-version=0", "--max-version=0", "--from-file", src, img)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
