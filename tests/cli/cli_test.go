@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -213,5 +214,47 @@ func TestUsageErrors(t *testing.T) {
 	}
 	if r := run(t, nil, "mkcomposefs", "--help"); r.code != 0 || !strings.Contains(r.stdout, "--digest-store") {
 		t.Errorf("--help: exit %d, %q", r.code, r.stdout)
+	}
+}
+
+// TestComposefsDumpGolden: composefs-dump rewrites the image of every
+// upstream golden asset byte for byte at its format version, reached as a
+// subcommand and through a symlink named composefs-dump (alternately, to
+// keep the run short; both ways are used).
+func TestComposefsDumpGolden(t *testing.T) {
+	if _, err := gobuild.Alias(filepath.Join(bin(t), "cfs-deploy"), "composefs-dump"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for i, a := range conformance.Assets(t) {
+		in := filepath.Join(dir, a.Name+".dump")
+		if err := os.WriteFile(in, a.Dump, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		img := filepath.Join(dir, a.Name+".img")
+		args := []string{"--from-file", in, img}
+		if a.Version >= 0 {
+			v := strconv.Itoa(a.Version)
+			args = append([]string{"--min-version=" + v, "--max-version=" + v}, args...)
+		}
+		if r := run(t, nil, "mkcomposefs", args...); r.code != 0 {
+			t.Fatalf("%s: mkcomposefs: %s", a.Name, r.stderr)
+		}
+		orig, _ := os.ReadFile(img)
+		if sha(orig) != a.SHA256 {
+			t.Fatalf("%s: mkcomposefs image differs from upstream's", a.Name)
+		}
+		out := filepath.Join(dir, a.Name+".out")
+		name, args := "composefs-dump", []string{img, out}
+		if i%2 == 1 {
+			name, args = "cfs-deploy", append([]string{"composefs-dump"}, args...)
+		}
+		if r := run(t, nil, name, args...); r.code != 0 {
+			t.Fatalf("%s: %s %q: exit %d: %s", a.Name, name, args, r.code, r.stderr)
+		}
+		again, _ := os.ReadFile(out)
+		if !bytes.Equal(again, orig) {
+			t.Errorf("%s: %s wrote %d bytes (sha256 %s), the image has %d (%s)", a.Name, name, len(again), sha(again), len(orig), a.SHA256)
+		}
 	}
 }
