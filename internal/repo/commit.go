@@ -231,28 +231,10 @@ func (r *Repo) hasCommit(id verity.Digest) bool {
 
 // indexLink creates dir/<hex> -> ../objects/XX/<rest> unless present.
 // Concurrent commits of the same tree create the same link: whoever comes
-// second finds it in place. Anything else under the name is replaced
-// through a temporary link private to this call (a dot name, which fsck
-// counts and gc removes if a crash leaves it).
+// second finds it in place.
 func (r *Repo) indexLink(dir string, d verity.Digest) error {
 	link := filepath.Join(r.Path, dir, d.String())
-	target := filepath.Join("..", objectsDir, d.ObjectPath())
-	err := os.Symlink(target, link)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("index %s: %w", link, err)
-	}
-	if cur, err := os.Readlink(link); err == nil && cur == target {
-		return nil
-	}
-	tmp := filepath.Join(r.Path, dir, fmt.Sprintf(".%s.tmp-%d-%d", d, os.Getpid(), time.Now().UnixNano()))
-	if err := os.Symlink(target, tmp); err != nil {
-		return fmt.Errorf("index %s: %w", link, err)
-	}
-	if err := os.Rename(tmp, link); err != nil {
-		os.Remove(tmp)
+	if err := replaceSymlink(link, filepath.Join("..", objectsDir, d.ObjectPath())); err != nil {
 		return fmt.Errorf("index %s: %w", link, err)
 	}
 	return nil

@@ -135,11 +135,19 @@ func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
 		return nil, err
 	}
 	rep.Branches = len(branches)
+	refs, err := r.imageRefs()
+	if err != nil {
+		problem(filepath.Join(r.Path, imageRefsDir), "%v", err)
+	}
 	for _, b := range branches {
 		id, err := r.Branch(b)
 		if err != nil {
 			problem(r.branchPath(b), "%v", err)
 			continue
+		}
+		if c, err := r.ReadCommit(id); err == nil && refs != nil && refs[BranchImageRefPrefix+b] != c.Image {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s does not name branch %s's image %s: composefs-rs's gc would not keep it",
+				r.imageRefPath(BranchImageRefPrefix+b), b, c.Image))
 		}
 		if _, ok := sizes[id]; !ok {
 			problem(r.branchPath(b), "branch %s points at commit %s, which does not exist", b, id)

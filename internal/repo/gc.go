@@ -3,7 +3,6 @@ package repo
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -80,6 +79,7 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	tips := map[string]verity.Digest{} // branch -> tip's image
 	// budget[id] is how many commits, id included, are still kept below
 	// id on the deepest walk that reached it (0: all). A commit reached
 	// again with a larger budget is walked again, so every branch keeps
@@ -93,6 +93,13 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 			return nil, err
 		}
 		for n := 1; ; n++ {
+			c, err := r.ReadCommit(id)
+			if err != nil {
+				return nil, fmt.Errorf("branch %s: %w (run fsck)", b, err)
+			}
+			if n == 1 {
+				tips[b] = c.Image
+			}
 			left := 0
 			if opts.Depth > 0 {
 				left = opts.Depth - n + 1
@@ -101,10 +108,6 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 				break
 			}
 			budget[id] = left
-			c, err := r.ReadCommit(id)
-			if err != nil {
-				return nil, fmt.Errorf("branch %s: %w (run fsck)", b, err)
-			}
 			if !liveCommits[id] {
 				liveCommits[id] = true
 				live[id] = true
@@ -139,11 +142,21 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 		return nil, err
 	}
 	rep.Deployments = len(deployed)
-	named, err := r.namedImages()
+	// What images/refs names is kept, as composefs-rs keeps it; the
+	// branch tips' names are brought in step first.
+	if !opts.DryRun {
+		if err := r.syncBranchImageRefs(tips); err != nil {
+			return nil, err
+		}
+	}
+	named, err := r.imageRefs()
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range append(append(deployed, named...), opts.Roots...) {
+	for _, d := range named {
+		deployed = append(deployed, d)
+	}
+	for _, d := range append(deployed, opts.Roots...) {
 		if err := keepImage(d); err != nil {
 			return nil, err
 		}
@@ -265,38 +278,6 @@ func (r *Repo) DeployedImages() ([]verity.Digest, error) {
 		if d, err := verity.ParseDigest(e.Name()); err == nil && e.IsDir() {
 			out = append(out, d)
 		}
-	}
-	return out, nil
-}
-
-// namedImages lists the images that images/refs/** name: the composefs-rs
-// convention for images that must be kept (cfsctl and bootc create them).
-func (r *Repo) namedImages() ([]verity.Digest, error) {
-	root := filepath.Join(r.Path, imagesDir, "refs")
-	var out []verity.Digest
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if errors.Is(err, os.ErrNotExist) && p == root {
-			return filepath.SkipDir
-		}
-		if err != nil {
-			return err
-		}
-		if d.Type()&fs.ModeSymlink == 0 {
-			return nil
-		}
-		target, err := os.Readlink(p)
-		if err != nil {
-			return err
-		}
-		dg, err := verity.ParseDigest(filepath.Base(target))
-		if err != nil {
-			return fmt.Errorf("image ref %s points at %s, which is not an image digest", p, target)
-		}
-		out = append(out, dg)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list image refs: %w", err)
 	}
 	return out, nil
 }

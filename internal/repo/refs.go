@@ -63,13 +63,22 @@ func (r *Repo) Branch(name string) (verity.Digest, error) {
 	return d, nil
 }
 
-// SetBranch points a branch at a commit, atomically and durably.
+// SetBranch points a branch at a commit, atomically and durably. The
+// commit's image is named under images/refs/ first (see SetImageRef), so
+// that composefs-rs's gc keeps it before the branch reaches it.
 func (r *Repo) SetBranch(name string, commit verity.Digest) error {
 	if err := r.writable(); err != nil {
 		return err
 	}
 	if err := ValidBranchName(name); err != nil {
 		return err
+	}
+	c, err := r.ReadCommit(commit)
+	if err != nil {
+		return fmt.Errorf("set branch %s: %w", name, err)
+	}
+	if err := r.SetImageRef(BranchImageRefPrefix+name, c.Image); err != nil {
+		return fmt.Errorf("set branch %s: %w", name, err)
 	}
 	p := r.branchPath(name)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -92,7 +101,10 @@ func (r *Repo) DeleteBranch(name string) error {
 		}
 		return err
 	}
-	return atomicfile.SyncDir(filepath.Dir(r.branchPath(name)))
+	if err := atomicfile.SyncDir(filepath.Dir(r.branchPath(name))); err != nil {
+		return err
+	}
+	return r.RemoveImageRef(BranchImageRefPrefix + name)
 }
 
 // Branches lists branch names, sorted.

@@ -802,3 +802,49 @@ func TestCommitRecordBytesUnchanged(t *testing.T) {
 		}
 	}
 }
+
+// TestImageRefs: SetImageRef names an image under images/refs/ with a
+// relative link that resolves, for composefs-rs's gc, and gc keeps what
+// is named; bad names and unknown images are refused; RemoveImageRef
+// takes the name away again.
+func TestImageRefs(t *testing.T) {
+	r := newRepo(t)
+	res := commitFiles(t, r, "tmp", map[string]string{"f": big("named", 300)})
+	const name = "cfs-deploy/deploy/" + "x"
+	if err := r.SetImageRef(name, res.Image); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(r.Path, "images", "refs", "cfs-deploy", "deploy", "x")
+	if target, _ := os.Readlink(link); target != "../../../"+res.Image.String() {
+		t.Errorf("link target %q", target)
+	}
+	if data, err := os.ReadFile(link); err != nil || verity.DigestBytes(data) != res.Image {
+		t.Errorf("the ref does not resolve to the image: %v", err)
+	}
+	if err := r.DeleteBranch("tmp"); err != nil {
+		t.Fatal(err)
+	}
+	ex := reopen(t, r, true)
+	if _, err := ex.GC(GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !ex.HasImage(res.Image) {
+		t.Fatal("gc removed an image named under images/refs")
+	}
+	for _, bad := range []string{"", "/abs", "a/../b", "-x", "a//b"} {
+		if err := ex.SetImageRef(bad, res.Image); err == nil {
+			t.Errorf("SetImageRef(%q) accepted", bad)
+		}
+	}
+	if err := ex.SetImageRef("y", verity.DigestBytes([]byte("no such image"))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("SetImageRef of a missing image: %v", err)
+	}
+	for range 2 {
+		if err := ex.RemoveImageRef(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Lstat(link); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ref still there: %v", err)
+	}
+}
