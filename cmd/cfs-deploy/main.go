@@ -50,7 +50,7 @@ func main() {
 		topUsage(os.Stderr)
 		os.Exit(2)
 	}
-	cliutil.Exit(name, c.run(name, args), c.usage)
+	cliutil.Exit(name, advise(c.run(name, args)), c.usage)
 }
 
 func topUsage(w io.Writer) {

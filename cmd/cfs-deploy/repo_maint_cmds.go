@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -110,7 +109,7 @@ func runFsck(prog string, args []string) error {
 		}
 	}
 	if len(rep.Problems) > 0 {
-		return errSilentFailure
+		return cliutil.ErrReported // the list said why
 	}
 	return nil
 }
@@ -134,9 +133,6 @@ func repairFrom(r *repo.Repo, rep *repo.FsckReport, source string) ([]verity.Dig
 	defer f.Close()
 	return r.RepairFromTar(rep, f, source)
 }
-
-// errSilentFailure exits 1 without another message: the output said why.
-var errSilentFailure = errors.New("")
 
 func runGC(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)

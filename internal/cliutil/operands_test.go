@@ -3,7 +3,11 @@ package cliutil
 import (
 	"errors"
 	"flag"
+	"fmt"
+	"io"
 	"math"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -38,5 +42,20 @@ func TestCheckOperands(t *testing.T) {
 	}
 	if err := CheckOperands(nil, 1, -1, "give files"); !errors.As(err, &ue) {
 		t.Errorf("missing operand: %v", err)
+	}
+}
+
+// TestExitReported: a command that has already said why it failed returns
+// ErrReported (wrapped or not), not an empty error.
+func TestExitReported(t *testing.T) {
+	if os.Getenv("CLIUTIL_EXIT_CHILD") != "" {
+		Exit("prog", fmt.Errorf("fsck: %w", ErrReported), func(io.Writer) {})
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestExitReported$")
+	cmd.Env = append(os.Environ(), "CLIUTIL_EXIT_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || len(out) != 0 {
+		t.Errorf("Exit(ErrReported): %v, output %q; want exit 1 and nothing printed", err, out)
 	}
 }

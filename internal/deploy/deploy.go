@@ -111,6 +111,16 @@ func checkpoint(step string) error {
 	return nil
 }
 
+// Errors of Rollout that callers can act on.
+var (
+	// ErrInsecureRepository refuses to roll out from a repository
+	// without fs-verity unless Options.AllowInsecure.
+	ErrInsecureRepository = errors.New("no fs-verity: its deployments would boot without verity=require")
+	// ErrNoRootDevice means the root device could not be found from the
+	// sysroot and Options.Root does not name it.
+	ErrNoRootDevice = errors.New("cannot tell the root device")
+)
+
 // Rollout makes the commit opts.Ref bootable and the boot default.
 func Rollout(opts Options) (res *Result, err error) {
 	if opts.Repo == nil {
@@ -125,7 +135,7 @@ func Rollout(opts Options) (res *Result, err error) {
 	}
 	r := opts.Repo
 	if !r.Secure && !opts.AllowInsecure {
-		return nil, fmt.Errorf("repository %s has no fs-verity (%s): its deployments would boot without verity=require; give --insecure to roll out anyway", r.Path, r.Mode())
+		return nil, fmt.Errorf("repository %s: %w", r.Path, ErrInsecureRepository)
 	}
 	id, err := r.Resolve(opts.Ref)
 	if err != nil {
@@ -153,7 +163,7 @@ func Rollout(opts Options) (res *Result, err error) {
 	rootSpec := opts.Root
 	if rootSpec == "" {
 		if rootSpec, err = DetectRoot(opts.Sysroot); err != nil {
-			return nil, fmt.Errorf("%w (give the root device with --root)", err)
+			return nil, fmt.Errorf("%w: %w", ErrNoRootDevice, err)
 		}
 	}
 	if _, err := bootcfg.ParseRoot(rootSpec); err != nil {

@@ -326,7 +326,7 @@ func TestRolloutRefusals(t *testing.T) {
 		{Options{Ref: "os", Stateroot: "../x"}, "bad stateroot"},
 		{Options{Ref: "os", Sysroot: t.TempDir()}, "gc would not see"},
 		{Options{Ref: "os", Root: "UUID="}, "root="},
-		{Options{Ref: "os", AllowInsecure: false}, "--insecure"},
+		{Options{Ref: "os", AllowInsecure: false}, "no fs-verity"},
 	} {
 		c.opts.Repo = f.r
 		if c.opts.Root == "" {
@@ -334,7 +334,7 @@ func TestRolloutRefusals(t *testing.T) {
 		}
 		c.opts.Init = f.init
 		c.opts.BootDir = f.boot
-		c.opts.AllowInsecure = c.want != "--insecure"
+		c.opts.AllowInsecure = c.want != "no fs-verity"
 		if _, err := Rollout(c.opts); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.opts, err, c.want)
 		}

@@ -224,10 +224,16 @@ func TestBuildErrors(t *testing.T) {
 		"bad kernel string": {Init: initPath, ModulesTree: dir, KernelVersion: "../x"},
 	}
 	for name, opts := range cases {
-		if _, err := Build(io.Discard, opts); err == nil {
+		_, err := Build(io.Discard, opts)
+		if err == nil {
 			t.Errorf("%s: no error", name)
-		} else {
-			t.Logf("%s: %v", name, err)
+			continue
+		}
+		t.Logf("%s: %v", name, err)
+		// The caller says what it was building ("build initramfs: ..."):
+		// no package names stacked in front of the reason.
+		if msg := err.Error(); strings.HasPrefix(msg, "initramfs:") || strings.Contains(msg, "kmod:") {
+			t.Errorf("%s: %q repeats a package name as a prefix", name, msg)
 		}
 	}
 }

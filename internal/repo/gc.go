@@ -34,8 +34,17 @@ type GCReport struct {
 	DryRun      bool  `json:"dry_run"`
 }
 
-// ErrNeedExclusive is returned by GC on a repository opened shared.
-var ErrNeedExclusive = errors.New("gc needs the repository opened exclusively")
+// Errors of GC.
+var (
+	// ErrNeedExclusive is returned by GC on a repository opened shared.
+	ErrNeedExclusive = errors.New("gc needs the repository opened exclusively")
+	// ErrUnsafeToCollect refuses to collect garbage in a repository whose
+	// reachable records cannot all be read: what they reference would go.
+	ErrUnsafeToCollect = errors.New("refusing to collect garbage")
+	// ErrForeignStreams refuses to collect garbage beside composefs-rs
+	// split streams, whose object references this tool cannot read.
+	ErrForeignStreams = errors.New("the repository holds composefs-rs streams whose objects cfs-deploy cannot account for")
+)
 
 // GC removes objects, images and commits that no branch (down to
 // opts.Depth commits), no deployment under <sysroot>/state/deploy and no
@@ -53,7 +62,7 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 	// composefs-rs keeps split streams (OCI layers) whose object
 	// references this tool cannot read; collecting would delete them.
 	if ents, err := os.ReadDir(filepath.Join(r.Path, "streams")); err == nil && len(ents) > 0 {
-		return nil, fmt.Errorf("%s holds composefs-rs streams whose objects cfs-deploy cannot account for; refusing to collect garbage (use cfsctl gc)", filepath.Join(r.Path, "streams"))
+		return nil, fmt.Errorf("%w: %w (%s)", ErrUnsafeToCollect, ErrForeignStreams, filepath.Join(r.Path, "streams"))
 	}
 	rep := &GCReport{DryRun: opts.DryRun}
 	live := map[verity.Digest]bool{}
@@ -67,7 +76,7 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 		}
 		img, err := r.ReadImage(d)
 		if err != nil {
-			return fmt.Errorf("refusing to collect while image %s is unreadable (run fsck): %w", d, err)
+			return fmt.Errorf("%w: image %s is unreadable: %w", ErrUnsafeToCollect, d, err)
 		}
 		liveImages[d] = true
 		live[d] = true
@@ -95,7 +104,7 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 		for n := 1; ; n++ {
 			c, err := r.ReadCommit(id)
 			if err != nil {
-				return nil, fmt.Errorf("branch %s: %w (run fsck)", b, err)
+				return nil, fmt.Errorf("%w: branch %s: %w", ErrUnsafeToCollect, b, err)
 			}
 			if n == 1 {
 				tips[b] = c.Image

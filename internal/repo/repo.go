@@ -31,10 +31,10 @@ type Repo struct {
 }
 
 // ErrNotRepository is returned by Open for a directory without meta.json.
-var ErrNotRepository = errors.New("not a cfs-deploy repository (no meta.json; run cfs-deploy init)")
+var ErrNotRepository = errors.New("not a cfs-deploy repository (no meta.json)")
 
 // ErrNoVerity refuses a secure repository on a filesystem without fs-verity.
-var ErrNoVerity = errors.New("the filesystem cannot do fs-verity; a secure repository needs it (use --insecure to create one that computes digests in userspace instead)")
+var ErrNoVerity = errors.New("the filesystem cannot do fs-verity, which a secure repository needs")
 
 const (
 	metaFile   = "meta.json"

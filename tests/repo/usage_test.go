@@ -94,3 +94,17 @@ func TestBadNames(t *testing.T) {
 		t.Error("main~1 and main~0 do not resolve as they should")
 	}
 }
+
+// TestAdvice: the command line says what to do about the errors the
+// libraries report as sentinels.
+func TestAdvice(t *testing.T) {
+	e := &env{t: t, repo: t.TempDir(), config: filepath.Join(t.TempDir(), "config.toml")}
+	writeFile(t, e.config, "", 0o644)
+	if r := e.run("log", "main"); r.code != 1 || !strings.Contains(r.stderr, "not a cfs-deploy repository") || !strings.Contains(r.stderr, "cfs-deploy init") {
+		t.Errorf("log outside a repository: %v", r)
+	}
+	e.repo = filepath.Join(e.repo, "secure")
+	if r := e.run("init"); r.code != 0 && !strings.Contains(r.stderr, "give --insecure") {
+		t.Errorf("secure init without fs-verity: %v\nwant advice to give --insecure", r)
+	}
+}
