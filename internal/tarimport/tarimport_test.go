@@ -156,6 +156,8 @@ func TestImportAllTypes(t *testing.T) {
 		"SCHILY.xattr.user.plain":       "value",
 		"SCHILY.xattr.trusted.bin":      "\x00\x01\xff",
 		"SCHILY.xattr.security.selinux": "system_u:object_r:etc_t:s0",
+		// GNU tar escapes '=' and '%' in names (and nothing else).
+		"SCHILY.xattr.user.a%3Db%25c%41": "gnu-escaped",
 		// libarchive's spelling: URL-escaped name, base64 value.
 		"LIBARCHIVE.xattr.user.with%20space": "aGVsbG8=",
 	}
@@ -228,7 +230,8 @@ func TestImportAllTypes(t *testing.T) {
 	}
 	x := lookup(t, root, "x")
 	wantX := map[string]string{"user.plain": "value", "trusted.bin": "\x00\x01\xff",
-		"security.selinux": "system_u:object_r:etc_t:s0", "user.with space": "hello"}
+		"security.selinux": "system_u:object_r:etc_t:s0", "user.with space": "hello",
+		"user.a=b%c%41": "gnu-escaped"}
 	if len(x.Xattrs) != len(wantX) {
 		t.Errorf("xattrs %q, want %q", x.Xattrs, wantX)
 	}
