@@ -206,8 +206,8 @@ func runDigest(prog string, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(paths) == 0 {
-		return cliutil.Usagef("no files specified")
+	if err := cliutil.CheckOperands(paths, 1, -1, "no files specified"); err != nil {
+		return err
 	}
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()

@@ -245,7 +245,10 @@ func toJSON(d *deploy.Deployment) deploymentJSON {
 		j.Image = d.Image.String()
 	}
 	if o := d.Origin; o != nil {
-		j.Branch, j.Commit, j.Version, j.Subject, j.Kernel, j.Created = o.Branch, o.Commit, o.Version, o.Subject, o.Kernel, o.Created
+		j.Branch, j.Version, j.Subject, j.Kernel, j.Created = o.Branch, o.Version, o.Subject, o.Kernel, o.Created
+		if !o.Commit.IsZero() {
+			j.Commit = o.Commit.String()
+		}
 	}
 	if e := d.Entry; e != nil {
 		j.Entry, j.Title, j.Kargs = e.File, e.Title, strings.Join(e.Options, " ")

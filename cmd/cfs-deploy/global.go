@@ -67,12 +67,12 @@ func loadConfig() (config.Config, error) {
 
 // openRepo opens the configured repository and says on stderr which mode
 // it is in when quiet is false.
-func openRepo(exclusive, quiet bool) (*repo.Repo, config.Config, error) {
+func openRepo(opts repo.OpenOptions, quiet bool) (*repo.Repo, config.Config, error) {
 	c, err := loadConfig()
 	if err != nil {
 		return nil, c, err
 	}
-	r, err := repo.Open(c.Repo, repo.OpenOptions{Exclusive: exclusive})
+	r, err := repo.Open(c.Repo, opts)
 	if err != nil {
 		return nil, c, err
 	}
@@ -90,10 +90,10 @@ func openForReading(fs *flag.FlagSet, args []string, min, max int, want string) 
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(ops) < min || len(ops) > max {
-		return nil, nil, cliutil.Usagef("%s", want)
+	if err := cliutil.CheckOperands(ops, min, max, want); err != nil {
+		return nil, nil, err
 	}
-	r, _, err := openRepo(false, true)
+	r, _, err := openRepo(repo.OpenOptions{}, true)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -114,3 +114,9 @@ func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
+
+// stderrf prints a line on standard error, for libraries' Logf options.
+func stderrf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+
+// stdoutf prints a line on standard output.
+func stdoutf(format string, args ...any) { fmt.Printf(format+"\n", args...) }

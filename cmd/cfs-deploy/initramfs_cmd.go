@@ -49,8 +49,8 @@ func runInitramfs(prog string, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(ops) > 0 {
-		return cliutil.Usagef("unexpected argument %q", ops[0])
+	if err := cliutil.CheckOperands(ops, 0, 0, "initramfs takes no arguments"); err != nil {
+		return err
 	}
 	if *root == "" || *out == "" {
 		return cliutil.Usagef("--root and -o are required")

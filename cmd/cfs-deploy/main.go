@@ -1,7 +1,7 @@
 // Command cfs-deploy commits directory trees into composefs images and rolls
-// them out. Invoked as mkcomposefs, composefs-info or mount.composefs (by a
-// symlink, or as the first argument) it behaves like the upstream tool of
-// that name.
+// them out. Invoked as mkcomposefs, composefs-info, composefs-dump or
+// mount.composefs (by a symlink, or as the first argument) it behaves like
+// the upstream tool of that name.
 package main
 
 import (
@@ -50,7 +50,7 @@ func main() {
 		topUsage(os.Stderr)
 		os.Exit(2)
 	}
-	cliutil.Exit(name, c.run(name, args), c.usage)
+	cliutil.Exit(name, advise(c.run(name, args)), c.usage)
 }
 
 func topUsage(w io.Writer) {
@@ -75,6 +75,6 @@ Global options (before or after the command):
                   /etc/cfs-deploy/config.toml)
 
 Run "cfs-deploy COMMAND --help" for a command's options. A symlink named
-mkcomposefs, composefs-info or mount.composefs pointing at cfs-deploy runs
-that command.`)
+mkcomposefs, composefs-info, composefs-dump or mount.composefs pointing at
+cfs-deploy runs that command.`)
 }

@@ -59,26 +59,17 @@ func runMkcomposefs(prog string, args []string) error {
 	printDigest := fs.Bool("print-digest", false, "")
 	printDigestOnly := fs.Bool("print-digest-only", false, "")
 	fromFile := fs.Bool("from-file", false, "")
-	minVersion := fs.Int("min-version", -1, "")
-	maxVersion := fs.Int("max-version", -1, "")
-	threads := fs.Int("threads", runtime.NumCPU(), "")
+	minVersion := cliutil.Int(fs, "min-version", 0, 0, erofs.MaxFormatVersion)
+	maxVersion := cliutil.Int(fs, "max-version", 0, 0, erofs.MaxFormatVersion)
+	threads := cliutil.Int(fs, "threads", runtime.NumCPU(), 1, 1024)
 	ops, err := cliutil.Parse(fs, args)
 	if err != nil {
 		return err
 	}
 	opts := erofs.DefaultWriteOptions
-	if *minVersion >= 0 || *maxVersion >= 0 {
+	if minVersion.Given || maxVersion.Given {
 		// As upstream: naming either bound makes the other default to 0.
-		opts = erofs.WriteOptions{MinVersion: max(*minVersion, 0), MaxVersion: max(*maxVersion, 0)}
-		if opts.MaxVersion < opts.MinVersion {
-			opts.MaxVersion = opts.MinVersion
-		}
-	}
-	if opts.MinVersion > erofs.MaxFormatVersion || opts.MaxVersion > erofs.MaxFormatVersion {
-		return cliutil.Usagef("format version must be 0..%d", erofs.MaxFormatVersion)
-	}
-	if *threads < 1 {
-		return cliutil.Usagef("invalid threads count %d", *threads)
+		opts = erofs.WriteOptions{MinVersion: minVersion.Value, MaxVersion: max(maxVersion.Value, minVersion.Value)}
 	}
 	if *skipXattrs && *userXattrs {
 		return cliutil.Usagef("--skip-xattrs and --user-xattrs conflict")
@@ -109,7 +100,7 @@ func runMkcomposefs(prog string, args []string) error {
 			Hardlinks:      *hardlinks,
 			InlineMax:      erofs.RecommendedInlineMax,
 			ComputeDigests: true,
-			Threads:        *threads,
+			Threads:        threads.Value,
 		}
 		if *digestStore != "" {
 			st, err := objstore.Open(*digestStore, objstore.Options{EnableVerity: true})

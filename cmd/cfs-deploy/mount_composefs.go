@@ -52,6 +52,9 @@ func runMountComposefs(prog string, args []string) error {
 	if h.Help {
 		return flag.ErrHelp
 	}
+	if h.Verbose {
+		h.Options.Logf = stdoutf
+	}
 	if h.Fake {
 		if h.Verbose {
 			fmt.Printf("%s: would mount %s on %s\n", prog, h.Options.Image, h.Target)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -27,7 +29,8 @@ computes digests in userspace; boots from it need composefs=?<digest>.`),
 	register("commit", command{
 		summary: "commit a directory, tar stream or dump file to a branch",
 		run:     runCommit,
-		usage: usageText(`Usage: cfs-deploy commit --branch NAME [--subject TEXT] [--version V] [--json] SOURCE
+		usage: usageText(`Usage: cfs-deploy commit --branch NAME [--subject TEXT] [--version V] [--json]
+                         [--trust-existing] SOURCE
        cfs-deploy commit --branch NAME [...] --from-tar FILE|-
        cfs-deploy commit --branch NAME [...] --from-dump FILE
 
@@ -44,7 +47,14 @@ A tar stream (GNU tar, podman/docker export; xattrs from PAX SCHILY.xattr
 or LIBARCHIVE.xattr records) may not reach outside its root: an entry or
 hard link target with a ".." component is refused; "/a", "./a" and "a"
 are the same entry. A dump file's objects must already be in the
-repository. A failed commit leaves the branch where it was.`),
+repository, with the sizes the dump gives. A failed commit leaves the
+branch where it was.
+
+In a repository without fs-verity nothing vouches for an object already
+there, so the commit reads each one it reuses and replaces a damaged copy
+(from a directory or tar source; a dump commit is refused).
+--trust-existing skips that: much faster for a large unchanged tree, but
+damage goes unnoticed until fsck.`),
 	})
 	register("log", command{
 		summary: "show a branch's history",
@@ -81,8 +91,8 @@ func runInit(prog string, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(ops) > 0 {
-		return cliutil.Usagef("unexpected argument %q (use --repo DIR)", ops[0])
+	if err := cliutil.CheckOperands(ops, 0, 0, "init takes no arguments; name the repository with --repo DIR"); err != nil {
+		return err
 	}
 	c, err := loadConfig()
 	if err != nil {
@@ -90,6 +100,9 @@ func runInit(prog string, args []string) error {
 	}
 	if err := repo.Init(c.Repo, repo.InitOptions{Insecure: *insecure}); err != nil {
 		return err
+	}
+	if err := repo.CheckTopDir(c.Repo); errors.Is(err, repo.ErrOpenDirectory) {
+		fmt.Fprintf(os.Stderr, "warning: %v; objects are private, but branches and the layout are not (chmod 700 %s)\n", err, c.Repo)
 	}
 	mode := "secure (fs-verity)"
 	if *insecure {
@@ -108,12 +121,16 @@ func runCommit(prog string, args []string) error {
 	fromTar := fs.String("from-tar", "", "")
 	fromDump := fs.String("from-dump", "", "")
 	asJSON := fs.Bool("json", false, "")
+	trust := fs.Bool("trust-existing", false, "")
 	ops, err := cliutil.Parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if *branch == "" {
 		return cliutil.Usagef("--branch is required")
+	}
+	if err := repo.ValidBranchName(*branch); err != nil {
+		return cliutil.Usagef("--branch: %v", err)
 	}
 	sources := len(ops)
 	if *fromTar != "" {
@@ -125,7 +142,7 @@ func runCommit(prog string, args []string) error {
 	if sources != 1 {
 		return cliutil.Usagef("give exactly one source: a directory, --from-tar or --from-dump")
 	}
-	r, _, err := openRepo(false, *asJSON)
+	r, _, err := openRepo(repo.OpenOptions{TrustExisting: *trust}, *asJSON)
 	if err != nil {
 		return err
 	}
@@ -197,7 +214,7 @@ func runLog(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	repoFlags(fs)
 	asJSON := fs.Bool("json", false, "")
-	max := fs.Int("n", 0, "")
+	max := cliutil.Int(fs, "n", 0, 1, math.MaxInt)
 	r, ops, err := openForReading(fs, args, 1, 1, "give one branch or commit")
 	if err != nil {
 		return err
@@ -207,7 +224,7 @@ func runLog(prog string, args []string) error {
 	if err != nil {
 		return err
 	}
-	ids, commits, err := r.Log(id, *max)
+	ids, commits, err := r.Log(id, max.Value)
 	if *asJSON {
 		var out []map[string]any
 		for i := range ids {
@@ -227,7 +244,7 @@ func runLog(prog string, args []string) error {
 
 func printCommit(id string, c *repo.Commit) {
 	fmt.Printf("commit %s\n", id)
-	if c.Parent != "" {
+	if !c.Parent.IsZero() {
 		fmt.Printf("parent %s\n", c.Parent)
 	}
 	fmt.Printf("date   %s\n", c.Time.Format(time.RFC3339))
@@ -268,7 +285,7 @@ func runShow(prog string, args []string) error {
 	fmt.Printf("\n%d entries, %d objects, %s of content\n", st.Entries, st.Objects, humanBytes(st.ContentBytes))
 	if c.Kernel != nil {
 		fmt.Printf("vmlinuz   %s\n", c.Kernel.Vmlinuz)
-		if c.Kernel.Initramfs != "" {
+		if !c.Kernel.Initramfs.IsZero() {
 			fmt.Printf("initramfs %s\n", c.Kernel.Initramfs)
 		}
 	}
@@ -304,7 +321,7 @@ func runBranches(prog string, args []string) error {
 		} else {
 			e.Commit = id.String()
 			if c, err := r.ReadCommit(id); err == nil {
-				e.Image, e.Time = c.Image, c.Time.Format(time.RFC3339)
+				e.Image, e.Time = c.Image.String(), c.Time.Format(time.RFC3339)
 			} else {
 				e.Error = err.Error()
 			}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -77,8 +76,8 @@ func runRollout(prog string, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(ops) != 1 {
-		return cliutil.Usagef("name one branch or commit")
+	if err := cliutil.CheckOperands(ops, 1, 1, "name one branch or commit"); err != nil {
+		return err
 	}
 	if fs.Lookup("keep-rollback").Value.String() != "-1" && *keep < 0 {
 		return cliutil.Usagef("--keep-rollback must be 0 or more")
@@ -101,9 +100,6 @@ func runRollout(prog string, args []string) error {
 		Ref: ops[0], Stateroot: *stateroot, Root: *root, Kargs: kargs, Init: *initPath, Modules: modules,
 		AllowInsecure: *insecure, KeepRollback: &keepRollback, NoRetention: *noRetention,
 	})
-	if errors.Is(err, deploy.ErrInsecureRepo) {
-		return fmt.Errorf("%w; give --insecure to roll out anyway", err)
-	}
 	if err != nil {
 		return err
 	}
@@ -114,12 +110,12 @@ func runRollout(prog string, args []string) error {
 		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", prog, w)
 	}
 	for _, rm := range res.Removed {
-		fmt.Fprintf(os.Stderr, "retention: removed deployment %s (entry %s, %d boot files)\n", short(rm.Image), rm.Entry, len(rm.Files))
+		fmt.Fprintf(os.Stderr, "retention: removed deployment %s (entry %s, %d boot files)\n", short(rm.Image.String()), rm.Entry, len(rm.Files))
 	}
 	if res.Merge != nil {
-		fmt.Printf("%s (from deployment %s)\n", res.Merge.String(), short(res.MergedFrom))
+		fmt.Printf("%s (from deployment %s)\n", res.Merge.String(), short(res.MergedFrom.String()))
 	} else if !res.StateCreated {
-		fmt.Printf("image %s was deployed already: moved to the front, its /etc kept\n", short(res.Image))
+		fmt.Printf("image %s was deployed already: moved to the front, its /etc kept\n", short(res.Image.String()))
 	}
 	fmt.Printf("entry     %s\nkernel    %s\ninitramfs %s\ncmdline   %s\n", res.Entry, res.Kernel, res.Initramfs, res.Cmdline)
 	return nil

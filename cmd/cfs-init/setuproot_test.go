@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,15 +27,13 @@ func buildBinaries(t *testing.T) (cfsInit, cfsDeploy string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount")
 	}
-	dir := t.TempDir()
-	for _, b := range []struct{ pkg, out string }{{".", "cfs-init"}, {"../cfs-deploy", "cfs-deploy"}} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
-		}
-	}
-	return filepath.Join(dir, "cfs-init"), filepath.Join(dir, "cfs-deploy")
+	return gobuild.T(t, "./cmd/cfs-init"), gobuild.T(t, "./cmd/cfs-deploy")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	gobuild.Cleanup()
+	os.Exit(code)
 }
 
 func write(t *testing.T, p, content string) {

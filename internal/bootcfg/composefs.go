@@ -1,7 +1,6 @@
 package bootcfg
 
 import (
-	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -80,7 +79,7 @@ func ParseImageRef(p Param) (ImageRef, error) {
 	case KeyComposefs:
 		// composefs-rs reads a 128-digit value here as SHA-512; say so
 		// rather than just "wrong length".
-		if len(v) == 128 && isHexString(v) {
+		if isSHA512(v) {
 			return fail("SHA-512 digests are not supported, only fs-verity SHA-256 (64 hex digits)")
 		}
 	case KeyComposefsDigest:
@@ -97,7 +96,7 @@ func ParseImageRef(p Param) (ImageRef, error) {
 	default:
 		return fail("not a composefs image argument")
 	}
-	d, err := parseHexDigest(v)
+	d, err := verity.ParseDigest(v)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -151,36 +150,15 @@ func parseAlgorithm(alg string) (int, error) {
 	return ver, nil
 }
 
-func parseHexDigest(s string) (verity.Digest, error) {
-	var d verity.Digest
-	switch {
-	case s == "":
-		return d, fmt.Errorf("empty digest, want 64 hex digits")
-	case len(s) != 2*len(d):
-		return d, fmt.Errorf("digest has %d characters, want 64 hex digits", len(s))
+// isSHA512 reports whether v looks like a SHA-512 digest: two SHA-256
+// digests' worth of hex digits.
+func isSHA512(v string) bool {
+	if len(v) != 128 {
+		return false
 	}
-	for i := 0; i < len(s); i++ {
-		if !isHexDigit(s[i]) {
-			return d, fmt.Errorf("digest has non-hex character %q at offset %d", s[i:i+1], i)
-		}
-	}
-	if _, err := hex.Decode(d[:], []byte(s)); err != nil {
-		return verity.Digest{}, fmt.Errorf("digest: %w", err)
-	}
-	return d, nil
-}
-
-func isHexDigit(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func isHexString(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !isHexDigit(s[i]) {
-			return false
-		}
-	}
-	return true
+	_, err1 := verity.ParseDigest(v[:64])
+	_, err2 := verity.ParseDigest(v[64:])
+	return err1 == nil && err2 == nil
 }
 
 // shorten keeps messages readable when an argument is huge.

@@ -50,6 +50,10 @@ func Parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// ErrReported is returned by a command that has failed and already said
+// why on its output (fsck's list of problems): Exit exits 1 quietly.
+var ErrReported = errors.New("failure already reported")
+
 // Exit prints err the way command-line tools do and exits: 0 for nil, 2 for
 // usage errors (after the usage text), 1 otherwise.
 func Exit(prog string, err error, usage func(io.Writer)) {
@@ -60,8 +64,8 @@ func Exit(prog string, err error, usage func(io.Writer)) {
 		usage(os.Stdout)
 		os.Exit(0)
 	}
-	if err.Error() == "" {
-		os.Exit(1) // the command already said why
+	if errors.Is(err, ErrReported) {
+		os.Exit(1)
 	}
 	var ue *UsageError
 	if errors.As(err, &ue) {

@@ -61,19 +61,13 @@ func (h *Host) installBootFiles(c *repo.Commit, root *erofs.Node, tfs fs.FS, opt
 		return nil, err
 	}
 	k := c.Kernel
-	kd, err := verity.ParseDigest(k.Vmlinuz)
-	if err != nil {
-		return nil, fmt.Errorf("kernel object: %w", err)
-	}
+	kd := k.Vmlinuz
 	bf := &bootFiles{}
+	var err error
 	if bf.kernel, err = installObject(r, kd, dir, "vmlinuz-"+k.Version+"-"+kd.String()[:16], u); err != nil {
 		return nil, err
 	}
-	if k.Initramfs != "" {
-		d, err := verity.ParseDigest(k.Initramfs)
-		if err != nil {
-			return nil, fmt.Errorf("initramfs object: %w", err)
-		}
+	if d := k.Initramfs; !d.IsZero() {
 		if bf.initramfs, err = installObject(r, d, dir, "initramfs-"+k.Version+"-"+d.String()[:16]+".img", u); err != nil {
 			return nil, err
 		}

@@ -60,9 +60,7 @@ func (h *Host) Cleanup() (*CleanupReport, error) {
 	if st, err := h.readStaged(); err != nil {
 		return nil, err
 	} else if st != nil {
-		if d, err := verity.ParseDigest(st.Image); err == nil {
-			keep[d] = true
-		}
+		keep[st.Image] = true
 	}
 	var errs []error
 	for _, img := range deployed {

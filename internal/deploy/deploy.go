@@ -39,10 +39,6 @@ const DefaultStateroot = sysroot.DefaultStateroot
 // keeps, besides the booted and the pinned ones.
 const DefaultKeepRollback = 1
 
-// ErrInsecureRepo is returned when a rollout from a repository without
-// fs-verity was not explicitly allowed.
-var ErrInsecureRepo = errors.New("repository has no fs-verity: its deployments would boot without verity=require")
-
 // Options describe one rollout.
 type Options struct {
 	// Repo is the open repository; its parent directory must be Sysroot,
@@ -77,7 +73,7 @@ type Options struct {
 	// AllowInsecure lets a repository without fs-verity be rolled out:
 	// its entry says composefs=?<digest>, and the booted root is not
 	// protected by verity=require. Without it such a rollout is refused
-	// (ErrInsecureRepo), so that losing fs-verity never silently weakens
+	// (ErrInsecureRepository), so that losing fs-verity never silently weakens
 	// a boot.
 	AllowInsecure bool
 	// KeepRollback is how many deployments after the new default
@@ -95,23 +91,23 @@ type Options struct {
 
 // Result says what a rollout did.
 type Result struct {
-	Commit    string `json:"commit"`
-	Branch    string `json:"branch,omitempty"`
-	Image     string `json:"image"`
-	Stateroot string `json:"stateroot"`
-	StateDir  string `json:"state_dir"`
+	Commit    verity.Digest `json:"commit"`
+	Branch    string        `json:"branch,omitempty"`
+	Image     verity.Digest `json:"image"`
+	Stateroot string        `json:"stateroot"`
+	StateDir  string        `json:"state_dir"`
 	// StateCreated is false when the deployment existed and its /etc was
 	// kept as it was.
 	StateCreated bool `json:"state_created"`
 	// MergedFrom is the image of the deployment whose local /etc changes
 	// the new /etc carries; empty when there was none.
-	MergedFrom string       `json:"merged_from,omitempty"`
-	Merge      *MergeReport `json:"etc_merge,omitempty"`
-	VarDir     string       `json:"var_dir"`
-	VarCreated bool         `json:"var_created"`
-	Entry      string       `json:"entry"`
-	Kernel     string       `json:"kernel"`
-	Initramfs  string       `json:"initramfs"`
+	MergedFrom verity.Digest `json:"merged_from,omitzero"`
+	Merge      *MergeReport  `json:"etc_merge,omitempty"`
+	VarDir     string        `json:"var_dir"`
+	VarCreated bool          `json:"var_created"`
+	Entry      string        `json:"entry"`
+	Kernel     string        `json:"kernel"`
+	Initramfs  string        `json:"initramfs"`
 	// InitramfsBuilt is set when the commit had no initramfs and one was
 	// built from its modules with cfs-init; InitramfsReused when an
 	// identical one built earlier was found instead.
@@ -139,6 +135,16 @@ func checkpoint(step string) error {
 	}
 	return nil
 }
+
+// Errors of Rollout that callers can act on.
+var (
+	// ErrInsecureRepository refuses to roll out from a repository
+	// without fs-verity unless Options.AllowInsecure.
+	ErrInsecureRepository = errors.New("no fs-verity: its deployments would boot without verity=require")
+	// ErrNoRootDevice means the root device could not be found from the
+	// sysroot and Options.Root does not name it.
+	ErrNoRootDevice = errors.New("cannot tell the root device")
+)
 
 // Rollout makes the commit opts.Ref bootable and the boot default.
 func Rollout(opts Options) (res *Result, err error) {
@@ -170,7 +176,7 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		return nil, err
 	}
 	if !r.Secure && !opts.AllowInsecure {
-		return nil, fmt.Errorf("%s (%s): %w", r.Path, r.Mode(), ErrInsecureRepo)
+		return nil, fmt.Errorf("repository %s (%s): %w", r.Path, r.Mode(), ErrInsecureRepository)
 	}
 	id, err := r.Resolve(opts.Ref)
 	if err != nil {
@@ -180,7 +186,7 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	img := c.ImageDigest()
+	img := c.Image
 	if err := checkBootable(r, img, root); err != nil {
 		return nil, fmt.Errorf("commit %s: %w", id, err)
 	}
@@ -191,7 +197,7 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		return nil, fmt.Errorf("commit %s: %w", id, err)
 	}
 	// Find cfs-init before anything is written, when it will be needed.
-	if c.Kernel.Initramfs == "" && opts.Init == "" {
+	if c.Kernel.Initramfs.IsZero() && opts.Init == "" {
 		if opts.Init, err = FindInit(); err != nil {
 			return nil, fmt.Errorf("commit %s has no initramfs.img and one cannot be built: %w", id, err)
 		}
@@ -232,7 +238,7 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		return nil, err
 	}
 
-	res = &Result{Commit: id.String(), Image: img.String(), Stateroot: stateroot, NewBootFiles: []string{}, Removed: []Removed{}}
+	res = &Result{Commit: id, Image: img, Stateroot: stateroot, NewBootFiles: []string{}, Removed: []Removed{}}
 	if branchIs(r, opts.Ref, id) {
 		res.Branch = opts.Ref
 	}
@@ -259,7 +265,7 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		res.StateDir = h.Deployment(img)
 	} else {
 		if merge != nil {
-			origin.MergedFrom = merge.Image.String()
+			origin.MergedFrom = merge.Image
 			res.MergedFrom = origin.MergedFrom
 		}
 		if res.StateDir, res.Merge, err = h.createDeployment(root, img, origin, merge, u); err != nil {

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/etcmerge"
-	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
@@ -51,8 +50,8 @@ func TestRollout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Commit != a.ID.String() || o.Branch != "os" || o.Stateroot != "default" || o.Image != img ||
-		o.Kernel != f.kver || o.Created.IsZero() || o.Version != "1.0" || o.MergedFrom != "" {
+	if o.Commit != a.ID || o.Branch != "os" || o.Stateroot != "default" || o.Image.String() != img ||
+		o.Kernel != f.kver || o.Created.IsZero() || o.Version != "1.0" || !o.MergedFrom.IsZero() {
 		t.Errorf("origin %+v", o)
 	}
 	if got := readFile(t, filepath.Join(res.StateDir, "stateroot")); got != "default\n" {
@@ -66,7 +65,7 @@ func TestRollout(t *testing.T) {
 
 	// Boot files are named by their content.
 	kd := a.Commit.Kernel.Vmlinuz
-	if res.Kernel != filepath.Join(f.boot, "cfs-deploy", "vmlinuz-"+f.kver+"-"+kd[:16]) {
+	if res.Kernel != filepath.Join(f.boot, "cfs-deploy", "vmlinuz-"+f.kver+"-"+kd.String()[:16]) {
 		t.Errorf("kernel %s", res.Kernel)
 	}
 	if !bytes.Equal(readBytes(t, res.Kernel), readBytes(t, filepath.Join(f.src, "usr/lib/modules", f.kver, "vmlinuz"))) {
@@ -150,13 +149,13 @@ func TestRolloutKeepsStateAndSharesBootFiles(t *testing.T) {
 	if got := readFile(t, filepath.Join(rb.StateDir, "etc/hostname")); got != "edited\n" {
 		t.Errorf("new deployment's /etc/hostname %q, want the local edit", got)
 	}
-	if rb.MergedFrom != a.Image.String() || rb.Merge == nil || rb.Merge.Count(etcmerge.Modified) != 1 {
+	if rb.MergedFrom != a.Image || rb.Merge == nil || rb.Merge.Count(etcmerge.Modified) != 1 {
 		t.Errorf("merge: from %q, %+v", rb.MergedFrom, rb.Merge)
 	}
 	if got := readFile(t, edited); got != "edited\n" {
 		t.Errorf("first deployment's edited /etc/hostname became %q", got)
 	}
-	if o, err := ReadOrigin(rb.StateDir); err != nil || o.Branch != "" || o.Commit != b.ID.String() {
+	if o, err := ReadOrigin(rb.StateDir); err != nil || o.Branch != "" || o.Commit != b.ID {
 		t.Errorf("origin of a rollout by commit id: %+v %v", o, err)
 	}
 	// Same kernel, same modules, same cfs-init: the same two files.
@@ -522,7 +521,7 @@ func TestRolloutUsesCommitInitramfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := c.Commit.Kernel.Initramfs
-	if res.InitramfsBuilt || res.Initramfs != filepath.Join(f.boot, "cfs-deploy", "initramfs-"+f.kver+"-"+d[:16]+".img") {
+	if res.InitramfsBuilt || res.Initramfs != filepath.Join(f.boot, "cfs-deploy", "initramfs-"+f.kver+"-"+d.String()[:16]+".img") {
 		t.Errorf("initramfs %s built=%v", res.Initramfs, res.InitramfsBuilt)
 	}
 	if readFile(t, res.Initramfs) != strings.Repeat("dracut image ", 1000) {
@@ -547,7 +546,7 @@ func TestRolloutRefusesUnbootable(t *testing.T) {
 	var victim string
 	erofs.Walk(root, func(n *erofs.Node) error {
 		if victim == "" && n.IsExternal() {
-			victim = f.r.ObjectPath(verity.Digest(n.Digest))
+			victim = f.r.ObjectPath(n.Digest)
 		}
 		return nil
 	})

@@ -35,7 +35,7 @@ func LoaderConfPath(bootDir string) string { return filepath.Join(bootDir, sysro
 // when it is written, by its place in the order.
 func newEntry(c *repo.Commit, id verity.Digest, tfs fs.FS, bf *bootFiles, cl bootcfg.Cmdline) *bootcfg.Entry {
 	e := &bootcfg.Entry{
-		ID:      EntryID(c.ImageDigest()),
+		ID:      EntryID(c.Image),
 		Title:   entryTitle(tfs, c, id),
 		SortKey: SortKey,
 		Linux:   bf.kernel.rel,

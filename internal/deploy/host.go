@@ -112,10 +112,7 @@ func (h *Host) running() (verity.Digest, bool) {
 	if same, err := sameDir(rec.Sysroot, h.Path); err != nil || !same {
 		return verity.Digest{}, false
 	}
-	d, err := verity.ParseDigest(rec.Digest)
-	if err != nil {
-		return verity.Digest{}, false
-	}
+	d := rec.Digest
 	// The record lives in /run; the command line says what this boot
 	// really asked for. They agree unless the record is stale.
 	cmdPath := h.Cmdline

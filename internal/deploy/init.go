@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,9 @@ import (
 
 // SystemInit is where a packaged cfs-init is installed.
 const SystemInit = "/usr/lib/cfs-deploy/cfs-init"
+
+// ErrNoInit means no cfs-init binary was found to build an initramfs with.
+var ErrNoInit = errors.New("no cfs-init binary")
 
 // FindInit returns the cfs-init binary to put into an initramfs: the one
 // next to the running executable (a build tree, or a package that ships
@@ -25,7 +29,7 @@ func FindInit() (string, error) {
 		return SystemInit, nil
 	}
 	tried = append(tried, SystemInit)
-	return "", fmt.Errorf("no cfs-init binary (looked for %v); build it with 'go build ./cmd/cfs-init' or name it with --cfs-init", tried)
+	return "", fmt.Errorf("%w (looked for %v)", ErrNoInit, tried)
 }
 
 func isRegular(p string) bool {

@@ -67,7 +67,7 @@ func (h *Host) newCmdline(c *repo.Commit, base *Deployment, rootSpec string, ext
 	if rootSpec == "" {
 		var err error
 		if rootSpec, err = DetectRoot(h.Path); err != nil {
-			return nil, fmt.Errorf("%w (give the root device with --root)", err)
+			return nil, fmt.Errorf("%w: %w", ErrNoRootDevice, err)
 		}
 	}
 	if _, err := bootcfg.ParseRoot(rootSpec); err != nil {
@@ -77,7 +77,7 @@ func (h *Host) newCmdline(c *repo.Commit, base *Deployment, rootSpec string, ext
 	if err := cl.Replace("root", rootSpec); err != nil {
 		return nil, fmt.Errorf("root=%s: %w", rootSpec, err)
 	}
-	args := []string{"rw", bootcfg.ComposefsArg(c.ImageDigest(), insecure)}
+	args := []string{"rw", bootcfg.ComposefsArg(c.Image, insecure)}
 	for _, p := range append(inherited, extra...) {
 		args = append(args, p.String())
 	}

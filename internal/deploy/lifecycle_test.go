@@ -210,7 +210,7 @@ func TestUndeploy(t *testing.T) {
 	f.runAs(v0.Image)
 	rm, err := f.host().Undeploy(1)
 	f.must(err)
-	if rm.Image != v1.Image.String() || !rm.State || !slices.Equal(rm.Files, []string{r1.Kernel}) {
+	if rm.Image != v1.Image || !rm.State || !slices.Equal(rm.Files, []string{r1.Kernel}) {
 		t.Errorf("removed %+v; want the state and only the kernel of its own (%s)", rm, r1.Kernel)
 	}
 	if _, err := os.Stat(StateDir(f.sysroot, v1.Image)); !errors.Is(err, os.ErrNotExist) {
@@ -234,7 +234,7 @@ func TestRetention(t *testing.T) {
 	f.rolloutOn(v[1].ID.String(), 1)
 	res := f.rolloutOn(v[2].ID.String(), 1)
 	// New default, one rollback: the oldest goes, with its kernel.
-	if len(res.Removed) != 1 || res.Removed[0].Image != v[0].Image.String() || !slices.Contains(res.Removed[0].Files, r0.Kernel) {
+	if len(res.Removed) != 1 || res.Removed[0].Image != v[0].Image || !slices.Contains(res.Removed[0].Files, r0.Kernel) {
 		t.Fatalf("retention removed %+v, want %s with %s", res.Removed, v[0].Image, r0.Kernel)
 	}
 	if got := f.order(); !slices.Equal(got, []verity.Digest{v[2].Image, v[1].Image}) {
@@ -372,7 +372,7 @@ func TestMergeBase(t *testing.T) {
 	}
 	f.runAs(v[0].Image) // running the rollback deployment
 	res := f.rolloutOn(v[2].ID.String(), 10)
-	if res.MergedFrom != v[0].Image.String() || readFile(t, filepath.Join(res.StateDir, "etc/local")) != "a" {
+	if res.MergedFrom != v[0].Image || readFile(t, filepath.Join(res.StateDir, "etc/local")) != "a" {
 		t.Errorf("running system: merged from %s", res.MergedFrom)
 	}
 	f.must(os.Remove(filepath.Join(f.sysroot, "..", "booted.json")))
@@ -386,7 +386,7 @@ func TestMergeBase(t *testing.T) {
 	e := ds.List[0].Entry
 	f.must(os.Rename(filepath.Join(EntriesDir(f.boot), e.File), filepath.Join(EntriesDir(f.boot), e.ID+"+0-3.conf")))
 	res = f.rolloutOn(v[2].ID.String(), 10)
-	if res.MergedFrom != v[0].Image.String() {
+	if res.MergedFrom != v[0].Image {
 		t.Errorf("merged from %s, want %s (the bad deployment %s is no base)", res.MergedFrom, v[0].Image, v[1].Image)
 	}
 }

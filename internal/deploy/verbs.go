@@ -9,6 +9,7 @@ import (
 	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 // Errors the verbs return; the CLI turns them into advice.
@@ -73,10 +74,10 @@ func (h *Host) moveToFront(ds *Deployments, d *Deployment) error {
 
 // Removed says what removing a deployment took away.
 type Removed struct {
-	Image string   `json:"image"`
-	Entry string   `json:"entry"`
-	Files []string `json:"boot_files"` // kernels and initramfs images no other entry uses
-	State bool     `json:"state"`      // its state directory went too
+	Image verity.Digest `json:"image"`
+	Entry string        `json:"entry"`
+	Files []string      `json:"boot_files"` // kernels and initramfs images no other entry uses
+	State bool          `json:"state"`      // its state directory went too
 }
 
 // Undeploy removes the deployment at index: its entry first (the boot
@@ -110,7 +111,7 @@ func (h *Host) Undeploy(index int) (*Removed, error) {
 func (h *Host) remove(ds *Deployments, d *Deployment) (*Removed, error) {
 	rm := &Removed{Entry: d.Entry.File, Files: []string{}}
 	if d.Problem == "" {
-		rm.Image = d.Image.String()
+		rm.Image = d.Image
 	}
 	if err := bootcfg.RemoveEntry(h.Entries(), d.Entry.ID); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
@@ -142,7 +143,7 @@ func (h *Host) stateInUse(ds *Deployments, d *Deployment) bool {
 			return true
 		}
 	}
-	if st, err := h.readStaged(); err == nil && st != nil && st.Image == d.Image.String() {
+	if st, err := h.readStaged(); err == nil && st != nil && st.Image == d.Image {
 		return true
 	}
 	return false

@@ -5,10 +5,12 @@ import (
 	"io"
 	"path/filepath"
 	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/tests/conformance"
 )
 
 func loadCS9(b *testing.B) []byte {
-	dump, err := readMaybeGzip(filepath.Join(conformanceDir, "cs9-x86_64-developer.dump.gz"))
+	dump, err := conformance.ReadMaybeGzip(filepath.Join(conformance.Dir(b), "cs9-x86_64-developer.dump.gz"))
 	if err != nil {
 		b.Skipf("conformance asset missing: %v", err)
 	}

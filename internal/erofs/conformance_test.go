@@ -2,89 +2,36 @@ package erofs
 
 import (
 	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/tests/conformance"
 )
 
-// conformanceDir holds upstream composefs's golden assets: dump files and
-// the sha256 of the image upstream mkcomposefs writes from each.
-const conformanceDir = "../../../shared/conformance/upstream"
-
-// nonStrictAssets are parsed without upstream's CFS_PARSE_STRICT rules, as
-// upstream's own test does.
-var nonStrictAssets = map[string]bool{
-	"no-newline.dump":                      true,
-	"longlink.dump":                        true,
-	"honggfuzz-longlink-unterminated.dump": true,
-}
-
+// goldenAsset is an upstream asset with the write options its image was
+// made with.
 type goldenAsset struct {
-	name   string
-	dump   []byte
-	sha256 string
-	opts   WriteOptions
+	conformance.Asset
+	opts   WriteOptions // the pinned version, else the defaults
 	pinned bool
-	strict bool
 }
 
 func loadGoldenAssets(t testing.TB) []goldenAsset {
 	t.Helper()
-	sums, err := filepath.Glob(filepath.Join(conformanceDir, "*.sha256"))
-	if err != nil || len(sums) == 0 {
-		t.Fatalf("no conformance assets in %s (%v)", conformanceDir, err)
+	var out []goldenAsset
+	for _, a := range conformance.Assets(t) {
+		g := goldenAsset{Asset: a, opts: DefaultWriteOptions}
+		if a.Version >= 0 {
+			g.opts, g.pinned = WriteOptions{MinVersion: a.Version, MaxVersion: a.Version}, true
+		}
+		out = append(out, g)
 	}
-	var assets []goldenAsset
-	for _, sumPath := range sums {
-		path := strings.TrimSuffix(sumPath, ".sha256")
-		name := filepath.Base(path)
-		want, err := os.ReadFile(sumPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dump, err := readMaybeGzip(path)
-		if os.IsNotExist(err) {
-			continue // upstream ships some orphan .sha256 files
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		a := goldenAsset{name: name, dump: dump, sha256: strings.TrimSpace(string(want)),
-			opts: DefaultWriteOptions, strict: !nonStrictAssets[name]}
-		if v, err := os.ReadFile(path + ".version"); err == nil {
-			n, err := strconv.Atoi(strings.TrimSpace(string(v)))
-			if err != nil {
-				t.Fatalf("%s.version: %v", name, err)
-			}
-			a.opts = WriteOptions{MinVersion: n, MaxVersion: n}
-			a.pinned = true
-		}
-		assets = append(assets, a)
-	}
-	return assets
-}
-
-func readMaybeGzip(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(path, ".gz") {
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, err
-		}
-		r = zr
-	}
-	return io.ReadAll(r)
+	return out
 }
 
 func writeImage(t testing.TB, root *Node, opts WriteOptions) []byte {
@@ -101,15 +48,15 @@ func writeImage(t testing.TB, root *Node, opts WriteOptions) []byte {
 // image -> tree -> image, and image -> dump text -> image.
 func TestConformanceGolden(t *testing.T) {
 	for _, a := range loadGoldenAssets(t) {
-		t.Run(a.name, func(t *testing.T) {
-			root, err := ParseDump(bytes.NewReader(a.dump), DumpOptions{Strict: a.strict})
+		t.Run(a.Name, func(t *testing.T) {
+			root, err := ParseDump(bytes.NewReader(a.Dump), DumpOptions{Strict: a.Strict})
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
 			img := writeImage(t, root, a.opts)
 			sum := sha256.Sum256(img)
-			if got := hex.EncodeToString(sum[:]); got != a.sha256 {
-				t.Fatalf("image sha256 %s, upstream %s (%d bytes)", got, a.sha256, len(img))
+			if got := hex.EncodeToString(sum[:]); got != a.SHA256 {
+				t.Fatalf("image sha256 %s, upstream %s (%d bytes)", got, a.SHA256, len(img))
 			}
 
 			back, err := ReadImage(img)
@@ -143,7 +90,7 @@ func TestConformanceGolden(t *testing.T) {
 // TestConformanceShouldFail checks that every should-fail asset is refused
 // with an error that carries a line number.
 func TestConformanceShouldFail(t *testing.T) {
-	paths, _ := filepath.Glob(filepath.Join(conformanceDir, "should-fail-*.dump"))
+	paths, _ := filepath.Glob(filepath.Join(conformance.Dir(t), "should-fail-*.dump"))
 	if len(paths) == 0 {
 		t.Fatal("no should-fail assets found")
 	}

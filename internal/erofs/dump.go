@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 // The composefs dump format (composefs-dump(5)) is the text form of a tree
@@ -173,7 +175,6 @@ type dumpParser struct {
 	buf     []byte // scratch for unescaping other fields
 
 	slab   []Node
-	digest []byte
 	intern map[string]string
 
 	// The xattrs of the current line, with replaced ones marked dead,
@@ -525,20 +526,16 @@ func (p *dumpParser) parseFields(n *Node, f *[dumpFields][]byte, xattrText []byt
 		if len(digest) != 64 {
 			return p.fail("DIGEST must be 64 hex digits, not %d characters", len(digest))
 		}
-		if len(p.digest) < 32 {
-			p.digest = make([]byte, 32*128)
+		var d verity.Digest
+		if err := d.UnmarshalText(digest); err != nil {
+			return p.fail("DIGEST %q is not hexadecimal", dumpFieldText(digest))
 		}
-		d := p.digest[:32:32]
-		for i := range d {
-			hi, lo := unhexDigit(digest[2*i]), unhexDigit(digest[2*i+1])
-			if hi < 0 || lo < 0 {
-				return p.fail("DIGEST %q is not hexadecimal", dumpFieldText(digest))
-			}
-			d[i] = byte(hi<<4 | lo)
+		if d.IsZero() {
+			// The tree model reads the zero digest as "none".
+			return p.fail("DIGEST is all zeros, which is the digest of no content")
 		}
 		if typ == ModeReg {
 			n.Digest = d
-			p.digest = p.digest[32:]
 		}
 	}
 

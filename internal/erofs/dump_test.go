@@ -2,47 +2,23 @@ package erofs
 
 import (
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/cfs-deploy/cfs-deploy/tests/conformance"
 	"github.com/google/go-cmp/cmp"
 )
 
-// dumpAssetDir holds upstream composefs's golden dump files.
-const dumpAssetDir = "../../../shared/conformance/upstream"
-
-// dumpLaxAssets are the assets upstream's test parses without
-// CFS_PARSE_STRICT.
-var dumpLaxAssets = map[string]bool{
-	"no-newline.dump":                      true,
-	"longlink.dump":                        true,
-	"honggfuzz-longlink-unterminated.dump": true,
-}
-
+// readDumpAsset reads an upstream asset (gunzipped if need be).
 func readDumpAsset(t testing.TB, path string) []byte {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(path, ".gz") {
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r = zr
-	}
-	data, err := io.ReadAll(r)
+	data, err := conformance.ReadMaybeGzip(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,8 +29,9 @@ func readDumpAsset(t testing.TB, path string) []byte {
 func passingDumpAssets(t testing.TB) []string {
 	t.Helper()
 	var out []string
+	dir := conformance.Dir(t)
 	for _, pat := range []string{"*.dump", "*.dump.gz"} {
-		m, err := filepath.Glob(filepath.Join(dumpAssetDir, pat))
+		m, err := filepath.Glob(filepath.Join(dir, pat))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +42,7 @@ func passingDumpAssets(t testing.TB) []string {
 		}
 	}
 	if len(out) == 0 {
-		t.Fatalf("no dump assets in %s", dumpAssetDir)
+		t.Fatalf("no dump assets in %s", dir)
 	}
 	return out
 }
@@ -178,7 +155,7 @@ func TestParseDumpAssets(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(path), ".gz")
 		t.Run(name, func(t *testing.T) {
 			data := readDumpAsset(t, path)
-			lax := dumpLaxAssets[name]
+			lax := !conformance.Strict(name)
 			root, err := ParseDump(bytes.NewReader(data), DumpOptions{Strict: !lax})
 			if err != nil {
 				t.Fatalf("parse: %v", err)
@@ -200,7 +177,7 @@ func TestParseDumpAssets(t *testing.T) {
 // own output (composefs-info dump) for assets already in that form.
 func TestParseDumpAssetText(t *testing.T) {
 	for _, name := range []string{"special.dump", "bigfile-xattr.dump", "honggfuzz-bigfile-with-acl.dump"} {
-		data := readDumpAsset(t, filepath.Join(dumpAssetDir, name))
+		data := readDumpAsset(t, filepath.Join(conformance.Dir(t), name))
 		root := mustParseDump(t, string(data), true)
 		if got := dumpToString(t, root, DumpPrintOptions{}); got != string(data) {
 			t.Errorf("%s: printed text differs:\n%s", name, got)
@@ -231,7 +208,7 @@ func TestParseDumpShouldFail(t *testing.T) {
 		"should-fail-self-hardlink.dump":    {2, "hardlink to itself"},
 		"should-fail-too-big.dump":          {2, "file too big"},
 	}
-	paths, _ := filepath.Glob(filepath.Join(dumpAssetDir, "should-fail-*.dump"))
+	paths, _ := filepath.Glob(filepath.Join(conformance.Dir(t), "should-fail-*.dump"))
 	if len(paths) == 0 {
 		t.Fatal("no should-fail assets")
 	}
@@ -324,6 +301,7 @@ func TestParseDumpErrors(t *testing.T) {
 		{"too big", dumpRootLine + "/f 9007199254740993 100644 1 0 0 0 0.0 - - -\n", false, 2, "file too big"},
 		{"digest short", dumpRootLine + "/f 1 100644 1 0 0 0 0.0 - - abcd\n", false, 2, "DIGEST must be 64 hex digits"},
 		{"digest not hex", dumpRootLine + "/f 1 100644 1 0 0 0 0.0 - - " + long("g", 64) + "\n", false, 2, "is not hexadecimal"},
+		{"digest zero", dumpRootLine + "/f 100 100644 1 0 0 0 0.0 - - " + long("0", 64) + "\n", false, 2, "DIGEST is all zeros"},
 		{"xattr no equals", dumpRootLine + "/f 0 100644 1 0 0 0 0.0 - - - user.a\n", false, 2, `xattr "user.a" has no '='`},
 		{"xattr empty dumpFieldText", dumpRootLine + "/f 0 100644 1 0 0 0 0.0 - - - user.a=1  user.b=2\n", false, 2, "empty xattr dumpFieldText"},
 		{"two trailing spaces", dumpRootLine + "/f 0 100644 1 0 0 0 0.0 - - -  \n", false, 2, "empty xattr dumpFieldText"},
@@ -415,7 +393,7 @@ func TestParseDumpFields(t *testing.T) {
 	wantDigest := []byte{0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef}
 	if reg.Size != 10 || reg.Mode != 0o100644 || reg.Nlink != 2 || reg.UID != 1000 || reg.GID != 1001 ||
 		reg.Mtime != (Timespec{-1, 999999999}) || reg.Payload != "ab/cdef" || reg.Content != nil ||
-		!bytes.Equal(reg.Digest, bytes.Repeat(wantDigest, 4)) || !reg.IsExternal() {
+		!bytes.Equal(reg.Digest[:], bytes.Repeat(wantDigest, 4)) || !reg.IsExternal() {
 		t.Errorf("reg: %+v", reg)
 	}
 	if want := []Xattr{{"user.a", "1"}, {"trusted.b", "x=y"}}; !cmp.Equal(reg.Xattrs, want) {
@@ -481,11 +459,11 @@ func TestParseDumpLax(t *testing.T) {
 		t.Errorf("f: %+v", f)
 	}
 	c := root.Lookup("c")
-	if c.Payload != "" || c.Digest != nil {
+	if c.Payload != "" || !c.Digest.IsZero() {
 		t.Errorf("c: %+v", c)
 	}
 	d := root.Lookup("d")
-	if d.Payload != "" || d.Content != nil || d.Digest != nil || d.Size != 1 {
+	if d.Payload != "" || d.Content != nil || !d.Digest.IsZero() || d.Size != 1 {
 		t.Errorf("d: %+v", d)
 	}
 	if root.Lookup("last") == nil {
@@ -625,7 +603,7 @@ func TestParseDumpReadError(t *testing.T) {
 }
 
 func BenchmarkParseDumpCS9(b *testing.B) {
-	data := readDumpAsset(b, filepath.Join(dumpAssetDir, "cs9-x86_64-developer.dump.gz"))
+	data := readDumpAsset(b, filepath.Join(conformance.Dir(b), "cs9-x86_64-developer.dump.gz"))
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	b.ResetTimer()

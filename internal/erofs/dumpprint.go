@@ -207,8 +207,8 @@ func (d *dumpPrinter) line(n *Node) {
 		b = append(b, '-')
 	}
 	b = append(b, ' ')
-	if typ == ModeReg && len(t.Digest) > 0 {
-		b = hex.AppendEncode(b, t.Digest)
+	if typ == ModeReg && !t.Digest.IsZero() {
+		b = hex.AppendEncode(b, t.Digest[:])
 	} else {
 		b = append(b, '-')
 	}

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"github.com/cfs-deploy/cfs-deploy/tests/conformance"
 )
 
 func TestEscape(t *testing.T) {
@@ -124,10 +127,10 @@ func TestWriteDumpHandBuilt(t *testing.T) {
 		return n
 	}
 	target := add(&Node{Name: "t", Mode: ModeReg | 0o644, Nlink: 2, Size: 99, Content: []byte("hi"),
-		Digest: bytes.Repeat([]byte{0xab}, 32), Xattrs: []Xattr{{"user.b", "2"}, {"user.a", "1 ="}}})
+		Digest: verity.Digest(bytes.Repeat([]byte{0xab}, 32)), Xattrs: []Xattr{{"user.b", "2"}, {"user.a", "1 ="}}})
 	add(&Node{Name: "l", Mode: ModeReg | 0o600, LinkTo: target})
 	add(&Node{Name: "s", Mode: ModeSymlink | 0o777, Size: 1, Payload: "target", Content: []byte("x")})
-	add(&Node{Name: "d", Mode: ModeDir | 0o700, Size: 7, Payload: "p", Rdev: 5, Digest: make([]byte, 32)})
+	add(&Node{Name: "d", Mode: ModeDir | 0o700, Size: 7, Payload: "p", Rdev: 5, Digest: verity.Digest(bytes.Repeat([]byte{1}, 32))})
 	add(&Node{Name: "c", Mode: ModeChr | 0o600, Rdev: 0x0501, Mtime: Timespec{-3, 7}})
 	add(&Node{Name: "x y", Mode: ModeFifo | 0o600, Payload: "-"})
 	// Children out of order: printed sorted anyway.
@@ -151,7 +154,7 @@ func TestWriteDumpHandBuilt(t *testing.T) {
 }
 
 func TestWriteDumpTopLevel(t *testing.T) {
-	data := readDumpAsset(t, filepath.Join(dumpAssetDir, "special.dump"))
+	data := readDumpAsset(t, filepath.Join(conformance.Dir(t), "special.dump"))
 	root := mustParseDump(t, string(data), true)
 	out := dumpToString(t, root, DumpPrintOptions{TopLevel: []string{"chardev", "inline", "whiteout", "missing"}})
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
@@ -194,7 +197,7 @@ type dumpFailWriter struct{}
 func (dumpFailWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
 func TestWriteDumpError(t *testing.T) {
-	data := readDumpAsset(t, filepath.Join(dumpAssetDir, "cs9-x86_64-minimal.dump.gz"))
+	data := readDumpAsset(t, filepath.Join(conformance.Dir(t), "cs9-x86_64-minimal.dump.gz"))
 	root := mustParseDump(t, string(data), true)
 	if err := WriteDump(dumpFailWriter{}, root, DumpPrintOptions{}); err == nil || err.Error() != "disk full" {
 		t.Errorf("got %v", err)
@@ -202,7 +205,7 @@ func TestWriteDumpError(t *testing.T) {
 }
 
 func BenchmarkWriteDumpCS9(b *testing.B) {
-	data := readDumpAsset(b, filepath.Join(dumpAssetDir, "cs9-x86_64-developer.dump.gz"))
+	data := readDumpAsset(b, filepath.Join(conformance.Dir(b), "cs9-x86_64-developer.dump.gz"))
 	root, err := ParseDump(bytes.NewReader(data), DumpOptions{Strict: true})
 	if err != nil {
 		b.Fatal(err)

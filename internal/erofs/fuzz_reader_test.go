@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 var updateFuzzSeeds = flag.Bool("update-fuzz-seeds", false, "rewrite testdata/fuzz/FuzzReadImage/seed-* from fuzzSeedTrees")
@@ -26,7 +28,7 @@ func fuzzSeedTrees(t testing.TB) map[string]*Node {
 	sub.AddChild(f)
 	mixed.AddChild(&Node{Name: "hl", Mode: f.Mode, LinkTo: f})
 	mixed.AddChild(&Node{Name: "ext", Mode: ModeReg | 0o644, Nlink: 1, Size: 5000, Payload: "aa/bb",
-		Digest: bytes.Repeat([]byte{7}, 32), Mtime: Timespec{Sec: 5, Nsec: 6}})
+		Digest: verity.Digest(bytes.Repeat([]byte{7}, 32)), Mtime: Timespec{Sec: 5, Nsec: 6}})
 	mixed.AddChild(&Node{Name: "s", Mode: ModeSymlink | 0o777, Nlink: 1, Payload: "d/f", Size: 3})
 	mixed.AddChild(&Node{Name: "c", Mode: ModeChr | 0o600, Nlink: 1, Rdev: 0x105})
 	mixed.AddChild(&Node{Name: "w", Mode: ModeChr | 0o600, Nlink: 1})

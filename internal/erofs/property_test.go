@@ -374,7 +374,7 @@ func TestPropertyGeneratorCoverage(t *testing.T) {
 				want["whiteout"] = true
 			case n.IsDir() && len(n.Children) > 200:
 				want["bigdir"] = true
-			case n.IsExternal() && n.Digest == nil:
+			case n.IsExternal() && n.Digest.IsZero():
 				want["nodigest"] = true
 			case n.IsExternal() && n.Size > 1<<32:
 				want["huge"] = true

@@ -11,6 +11,9 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"github.com/cfs-deploy/cfs-deploy/tests/conformance"
 )
 
 var updateCorrupt = flag.Bool("update-corrupt", false, "rewrite testdata/corrupt/*.img from the cases in reader_test.go")
@@ -44,7 +47,7 @@ func testTree(t testing.TB) *Node {
 	file := func(parent *Node, name string, content string) *Node {
 		return add(parent, &Node{Name: name, Mode: ModeReg | 0o644, Size: uint64(len(content)), Content: []byte(content)})
 	}
-	digest := bytes.Repeat([]byte{0xab}, 32)
+	digest := verity.Digest(bytes.Repeat([]byte{0xab}, 32))
 	payload := "ab/" + strings.Repeat("ab", 31)
 
 	a := dir(root, "a")
@@ -155,7 +158,7 @@ func TestReadTestTree(t *testing.T) {
 	}
 
 	ext := get("/a/ext")
-	if ext.Payload != "ab/"+strings.Repeat("ab", 31) || !bytes.Equal(ext.Digest, bytes.Repeat([]byte{0xab}, 32)) ||
+	if ext.Payload != "ab/"+strings.Repeat("ab", 31) || ext.Digest != verity.Digest(bytes.Repeat([]byte{0xab}, 32)) ||
 		ext.Size != 123456 || ext.Content != nil || ext.Nlink != 2 {
 		t.Errorf("ext = %+v", ext)
 	}
@@ -180,7 +183,7 @@ func TestReadTestTree(t *testing.T) {
 	if e := get("/empty"); e.Content != nil || e.Size != 0 || e.Payload != "" {
 		t.Errorf("empty = %+v", e)
 	}
-	if e := get("/ext-bare"); e.Size != 10 || e.Payload != "" || e.Digest != nil {
+	if e := get("/ext-bare"); e.Size != 10 || e.Payload != "" || !e.Digest.IsZero() {
 		t.Errorf("ext-bare = %+v", e)
 	}
 	if e := get("/big"); e.Size != 9000000000000000 || e.Payload == "" {
@@ -322,11 +325,11 @@ func TestReadImageFile(t *testing.T) {
 // tree -> image must give the same bytes.
 func TestReadUpstreamAssets(t *testing.T) {
 	for _, a := range loadGoldenAssets(t) {
-		t.Run(a.name, func(t *testing.T) {
-			if testing.Short() && len(a.dump) > 1<<20 {
+		t.Run(a.Name, func(t *testing.T) {
+			if testing.Short() && len(a.Dump) > 1<<20 {
 				t.Skip("large asset")
 			}
-			root, err := ParseDump(bytes.NewReader(a.dump), DumpOptions{})
+			root, err := ParseDump(bytes.NewReader(a.Dump), DumpOptions{})
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
@@ -480,7 +483,7 @@ func corruptTree(t testing.TB) *Node {
 		Xattrs: []Xattr{{"user.k", "value"}}})
 	b.AddChild(&Node{Name: "g", Mode: ModeReg | 0o644, Nlink: 1})
 	root.AddChild(&Node{Name: "ext", Mode: ModeReg | 0o644, Nlink: 1, Size: 100000,
-		Payload: "ab/cd", Digest: bytes.Repeat([]byte{1}, 32)})
+		Payload: "ab/cd", Digest: verity.Digest(bytes.Repeat([]byte{1}, 32))})
 	root.AddChild(&Node{Name: "link", Mode: ModeSymlink | 0o777, Nlink: 1, Payload: "target", Size: 6})
 	return root
 }
@@ -688,7 +691,7 @@ func TestReadCorruptFiles(t *testing.T) {
 			t.Errorf("%s: no case called %s", p, name)
 			continue
 		}
-		data, err := readMaybeGzip(p)
+		data, err := conformance.ReadMaybeGzip(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -805,7 +808,7 @@ func TestReadBombs(t *testing.T) {
 
 // BenchmarkReadImage reads the image of the largest upstream asset.
 func BenchmarkReadImage(b *testing.B) {
-	dump, err := readMaybeGzip(filepath.Join(conformanceDir, "cs9-x86_64-developer.dump.gz"))
+	dump, err := conformance.ReadMaybeGzip(filepath.Join(conformance.Dir(b), "cs9-x86_64-developer.dump.gz"))
 	if err != nil {
 		b.Skip(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 // rdPrefixes maps e_name_index to its name prefix when reading. Unlike
@@ -192,7 +194,12 @@ func (r *imgReader) applyXattr(w rdWhere, off uint64, n *Node, xs *rdXattrSet, k
 			if value[0] != 0 || value[1] != metacopySize || value[2] != 0 || value[3] != metacopyHashSHA256 {
 				return w.fail(off, ErrCorrupt, "metacopy xattr header % x, want 00 24 00 01", value[:4])
 			}
-			n.Digest = []byte(value[4:])
+			copy(n.Digest[:], value[4:])
+			if n.Digest.IsZero() {
+				// The tree model reads the zero digest as "none";
+				// no content has it, so no writer puts it here.
+				return w.fail(off, ErrCorrupt, "metacopy xattr holds an all-zero digest")
+			}
 		}
 		return nil
 	case key == xattrEscWhiteout && n.IsRegular():
@@ -202,7 +209,7 @@ func (r *imgReader) applyXattr(w rdWhere, off uint64, n *Node, xs *rdXattrSet, k
 		n.Size = 0
 		n.Content = nil
 		n.Payload = ""
-		n.Digest = nil
+		n.Digest = verity.Digest{}
 		return nil
 	case key == xattrEscWhiteouts || key == xattrUserWhiteout || key == xattrUserWhiteouts:
 		return nil

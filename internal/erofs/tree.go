@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 // Timespec is a file time as stored in an image: seconds since the epoch
@@ -46,9 +48,9 @@ type Node struct {
 	Payload string
 	// Content is the inline content of a small regular file, nil if none.
 	Content []byte
-	// Digest is the fs-verity digest (32 bytes) of an external regular
-	// file's content, nil if unknown.
-	Digest []byte
+	// Digest is the fs-verity digest of an external regular file's
+	// content; the zero value means unknown.
+	Digest verity.Digest
 	Xattrs []Xattr
 
 	// Children of a directory, sorted by Name in byte order. Never "." or

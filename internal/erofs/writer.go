@@ -196,11 +196,11 @@ func (b *builder) rewrite(n *Node, parent *inode) (*inode, error) {
 	}
 	if n.IsExternal() {
 		metacopy := ""
-		if len(n.Digest) == 32 {
+		if !n.Digest.IsZero() {
 			var mc [metacopySize]byte
 			mc[1] = metacopySize
 			mc[3] = metacopyHashSHA256
-			copy(mc[4:], n.Digest)
+			copy(mc[4:], n.Digest[:])
 			metacopy = string(mc[:])
 		}
 		setXattr(ino, xattrMetacopy, metacopy)

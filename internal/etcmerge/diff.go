@@ -284,10 +284,7 @@ func (d *differ) sameContent(n *erofs.Node, ld *localDir, name string, st *unix.
 // imageDigest returns the fs-verity digest the image records for the
 // external content of n, if it records one.
 func imageDigest(n *erofs.Node) (verity.Digest, bool) {
-	if len(n.Digest) != len(verity.Digest{}) {
-		return verity.Digest{}, false
-	}
-	return verity.Digest(n.Digest), true
+	return n.Digest, !n.Digest.IsZero()
 }
 
 // sameStream compares two readers to their ends.

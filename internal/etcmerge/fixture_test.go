@@ -154,7 +154,7 @@ func image(t testing.TB, tr tree, noDigest bool) (*erofs.Node, map[*erofs.Node][
 			d := verity.DigestBytes([]byte(e.data))
 			n.Payload = d.ObjectPath()
 			if !noDigest {
-				n.Digest = d[:]
+				n.Digest = d
 			}
 			content[n] = []byte(e.data)
 		}

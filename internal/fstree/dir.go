@@ -23,7 +23,6 @@ type worker struct {
 	xattrValue []byte
 	hasher     *verity.Hasher
 	buf        []byte // file content
-	digests    []byte // room for Node.Digest values
 }
 
 // entry is one directory entry before its node gets a permanent home.

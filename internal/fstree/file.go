@@ -71,14 +71,15 @@ func (w *worker) hashFile(j job) error {
 }
 
 // cachedDigest gives n the digest the cache remembers for k, if its object
-// is already stored (or no store is used); it reports whether it did.
+// is already stored and the store will reuse it (or no store is used); it
+// reports whether it did.
 func (w *worker) cachedDigest(n *erofs.Node, k FileKey) bool {
 	s := w.s
 	if s.opts.Cache == nil {
 		return false
 	}
 	d, ok := s.opts.Cache.Lookup(k)
-	if !ok || s.opts.Store != nil && !s.opts.Store.Has(d) {
+	if !ok || s.opts.Store != nil && !s.opts.Store.Reusable(d) {
 		return false
 	}
 	w.setDigest(n, d)
@@ -124,15 +125,10 @@ func (w *worker) digest(fd int, size int64) (verity.Digest, error) {
 	}
 }
 
-// setDigest records d in n. The digests are carved out of shared blocks
-// and the object path is spelled in one allocation: with thousands of
-// files, allocations are what the garbage collector charges for.
+// setDigest records d in n. The object path is spelled in one allocation:
+// with thousands of files, allocations are what the garbage collector
+// charges for.
 func (w *worker) setDigest(n *erofs.Node, d verity.Digest) {
-	if len(w.digests) < len(d) {
-		w.digests = make([]byte, 256*len(d))
-	}
-	n.Digest = w.digests[:len(d):len(d)]
-	w.digests = w.digests[len(d):]
-	copy(n.Digest, d[:])
+	n.Digest = d
 	n.Payload = d.ObjectPath()
 }

@@ -1,7 +1,6 @@
 package fstree
 
 import (
-	"slices"
 	"sync"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
@@ -68,8 +67,8 @@ func (t *linkTable) resolve(root *erofs.Node) {
 			if g.primary == nil {
 				g.primary = n
 			}
-			if n != g.first && n.Digest == nil && g.first.Digest != nil {
-				n.Digest = slices.Clone(g.first.Digest)
+			if n != g.first && n.Digest.IsZero() && !g.first.Digest.IsZero() {
+				n.Digest = g.first.Digest
 				n.Payload = g.first.Payload
 			}
 			if t.keep {

@@ -49,7 +49,7 @@ func assembleRoot(log *Log, p *Plan, sysroot, newroot string) (*chosenImage, *de
 	}
 
 	t = log.Begin("mount-image")
-	if err := mountImage(img, sysroot, newroot); err != nil {
+	if err := mountImage(img, sysroot, newroot, log); err != nil {
 		return nil, nil, err
 	}
 	how := "verity=require"
@@ -78,7 +78,7 @@ func assembleRoot(log *Log, p *Plan, sysroot, newroot string) (*chosenImage, *de
 // fill puts what assembleRoot found into r. sysroot is where the
 // physical root will be seen from the booted system.
 func fillRecord(r *BootRecord, img *chosenImage, dep *deployment, sysroot string) {
-	r.Digest = img.Ref.Digest.String()
+	r.Digest = img.Ref.Digest
 	r.Arg = img.Ref.Source
 	r.Insecure = img.Ref.Insecure
 	r.KernelVerity = img.KernelVerity

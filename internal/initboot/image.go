@@ -159,7 +159,7 @@ func readThrough(f *os.File) (int64, error) {
 // store as data-only layer and verity=require, except for an insecure
 // image. mount.Mount checks the digest once more on the descriptor it
 // mounts.
-func mountImage(img *chosenImage, sysroot, target string) error {
+func mountImage(img *chosenImage, sysroot, target string, log *Log) error {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return err
 	}
@@ -170,6 +170,7 @@ func mountImage(img *chosenImage, sysroot, target string) error {
 		ExpectDigest:         &want,
 		AllowUserspaceDigest: img.Ref.Insecure,
 		RequireVerity:        !img.Ref.Insecure,
+		Logf:                 log.Printf, // insecure mounts: which layout
 	})
 	var mm *mount.DigestMismatchError
 	switch {

@@ -124,7 +124,7 @@ func TestBootRecord(t *testing.T) {
 	if err == nil {
 		err = json.Unmarshal(raw, &back)
 	}
-	if err != nil || back.Digest != digestA || back.Timings.Own != 20 {
+	if err != nil || back.Digest.String() != digestA || back.Timings.Own != 20 {
 		t.Errorf("read back %+v, %v", back, err)
 	}
 	want := "booting composefs image " + digestA + " from /dev/vda: own work 20 ms, 740 ms since cfs-init started, 2.74 s since kernel start"

@@ -60,19 +60,14 @@ func readStateRoot(dir string) (string, error) {
 	if sr != "" {
 		return sr, nil
 	}
-	o, err := sysroot.ReadOrigin(dir)
+	sr, err = sysroot.ReadOriginStateroot(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
 	if err != nil {
 		return "", &bootError{msg: fmt.Sprintf("cannot read the deployment's origin record: %v", errText(err)), err: err}
 	}
-	if o.Stateroot != "" {
-		if err := sysroot.CheckStateroot(o.Stateroot); err != nil {
-			return "", &bootError{msg: fmt.Sprintf("%s: %v", filepath.Join(dir, sysroot.OriginFile), err), err: err}
-		}
-	}
-	return o.Stateroot, nil
+	return sr, nil
 }
 
 // prepareVar creates the /var of the deployment's OS on the OS's first

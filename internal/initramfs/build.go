@@ -144,10 +144,10 @@ func Build(w io.Writer, opts Options) (Manifest, error) {
 		m.Compression = "gzip"
 	}
 	if m.Compression != "gzip" && m.Compression != "zstd" && m.Compression != "none" {
-		return m, fmt.Errorf("initramfs: unknown compression %q (gzip, zstd or none)", opts.Compression)
+		return m, fmt.Errorf("unknown compression %q (gzip, zstd or none)", opts.Compression)
 	}
 	if opts.Init == "" {
-		return m, errors.New("initramfs: no init binary")
+		return m, errors.New("no init binary")
 	}
 	im := &image{entries: make(map[string]*entry)}
 
@@ -180,7 +180,7 @@ func Build(w io.Writer, opts Options) (Manifest, error) {
 	fsys, tree := opts.FS, "the tree"
 	if opts.ModulesTree != "" {
 		if fsys != nil {
-			return m, errors.New("initramfs: give ModulesTree or FS, not both")
+			return m, errors.New("give ModulesTree or FS, not both")
 		}
 		fsys, tree = os.DirFS(opts.ModulesTree), opts.ModulesTree
 	}
@@ -199,14 +199,14 @@ func Build(w io.Writer, opts Options) (Manifest, error) {
 			return m, err
 		}
 		if name == "lib" || strings.HasPrefix(name, "lib/") {
-			return m, fmt.Errorf("initramfs: extra file %s: /lib is a symlink to usr/lib in the image; use /usr/lib", d)
+			return m, fmt.Errorf("extra file %s: /lib is a symlink to usr/lib in the image; use /usr/lib", d)
 		}
 		e, err := regularFile(nil, opts.ExtraFiles[d], name)
 		if err != nil {
 			return m, err
 		}
 		if err := im.add(e); err != nil {
-			return m, fmt.Errorf("initramfs: extra file %s: %w", d, err)
+			return m, fmt.Errorf("extra file %s: %w", d, err)
 		}
 	}
 
@@ -216,11 +216,11 @@ func Build(w io.Writer, opts Options) (Manifest, error) {
 // imagePath turns an absolute image path into an archive name.
 func imagePath(p string) (string, error) {
 	if !path.IsAbs(p) || strings.ContainsRune(p, 0) {
-		return "", fmt.Errorf("initramfs: image path %q must be absolute", p)
+		return "", fmt.Errorf("image path %q must be absolute", p)
 	}
 	name := strings.TrimPrefix(path.Clean(p), "/")
 	if name == "" {
-		return "", fmt.Errorf("initramfs: image path %q names the root", p)
+		return "", fmt.Errorf("image path %q names the root", p)
 	}
 	return name, nil
 }
@@ -236,13 +236,13 @@ func regularFile(fsys fs.FS, src, name string) (*entry, error) {
 		fi, err = os.Stat(src)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("initramfs: %w", err)
+		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("initramfs: %s: not a regular file", src)
+		return nil, fmt.Errorf("%s: not a regular file", src)
 	}
 	if fi.Size() > 1<<32-1 {
-		return nil, fmt.Errorf("initramfs: %s: too large for cpio", src)
+		return nil, fmt.Errorf("%s: too large for cpio", src)
 	}
 	return &entry{name: name, mode: modeReg | uint32(fi.Mode().Perm()), src: src, fsys: fsys, size: fi.Size()}, nil
 }
@@ -264,12 +264,12 @@ func findModDir(fsys fs.FS, tree, kver string) (dir, version string, err error) 
 			}
 		}
 		if len(found) != 1 {
-			return "", "", fmt.Errorf("initramfs: %s holds modules for %d kernel versions %v; say which", tree, len(found), found)
+			return "", "", fmt.Errorf("%s holds modules for %d kernel versions %v; say which", tree, len(found), found)
 		}
 		kver = found[0]
 	}
 	if kver == "." || kver == ".." || strings.ContainsAny(kver, "/\x00") {
-		return "", "", fmt.Errorf("initramfs: bad kernel version %q", kver)
+		return "", "", fmt.Errorf("bad kernel version %q", kver)
 	}
 	for _, b := range bases {
 		d := path.Join(b, kver)
@@ -277,7 +277,7 @@ func findModDir(fsys fs.FS, tree, kver string) (dir, version string, err error) 
 			return d, kver, nil
 		}
 	}
-	return "", "", fmt.Errorf("initramfs: no modules for kernel %s in %s (usr/lib/modules or lib/modules)", kver, tree)
+	return "", "", fmt.Errorf("no modules for kernel %s in %s (usr/lib/modules or lib/modules)", kver, tree)
 }
 
 // addModules adds the modules from fsys, the modules tree (nil: none);
@@ -285,7 +285,7 @@ func findModDir(fsys fs.FS, tree, kver string) (dir, version string, err error) 
 func addModules(im *image, m *Manifest, opts Options, fsys fs.FS, tree string) error {
 	if fsys == nil {
 		if len(opts.Modules) > 0 || len(opts.Extra) > 0 {
-			return errors.New("initramfs: modules requested but no ModulesTree")
+			return errors.New("modules requested but no ModulesTree")
 		}
 		m.KernelVersion = opts.KernelVersion
 		m.Notes = append(m.Notes, "no modules: no ModulesTree given")
@@ -307,7 +307,7 @@ func addModules(im *image, m *Manifest, opts Options, fsys fs.FS, tree string) e
 	want = append(append([]string(nil), want...), opts.Extra...)
 	res, err := kmod.ResolveFS(fsys, modDir, want, kmod.ResolveOptions{Optional: optional})
 	if err != nil {
-		return fmt.Errorf("initramfs: %w", err)
+		return err
 	}
 	m.Modules, m.Builtin, m.Skipped = res.Modules, res.Builtin, res.Missing
 	m.Notes = append(m.Notes, res.Notes...)
@@ -343,7 +343,7 @@ func addModules(im *image, m *Manifest, opts Options, fsys fs.FS, tree string) e
 	if b, err := fs.ReadFile(fsys, path.Join(modDir, "modules.builtin")); err == nil {
 		gen["modules.builtin"] = b
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("initramfs: %w", err)
+		return err
 	}
 	for name, data := range gen {
 		if err := im.add(&entry{name: m.ModuleDir + "/" + name, mode: modeReg | 0o644, data: data, size: int64(len(data))}); err != nil {
@@ -430,15 +430,15 @@ func copyHostFile(nw *newcWriter, e *entry) error {
 		f, err = os.Open(e.src)
 	}
 	if err != nil {
-		return fmt.Errorf("initramfs: %w", err)
+		return err
 	}
 	defer f.Close()
 	if err := nw.writeData(f, e.size); err != nil {
-		return fmt.Errorf("initramfs: %s: %w", e.src, err)
+		return fmt.Errorf("%s: %w", e.src, err)
 	}
 	// A file that grew while being read would be cut silently.
 	if fi, err := f.Stat(); err != nil || fi.Size() != e.size {
-		return fmt.Errorf("initramfs: %s changed while being archived", e.src)
+		return fmt.Errorf("%s changed while being archived", e.src)
 	}
 	return nil
 }

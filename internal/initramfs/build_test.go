@@ -2,7 +2,6 @@ package initramfs
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -10,52 +9,28 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/kmod/kmodtest"
 	"github.com/cfs-deploy/cfs-deploy/internal/kmod/load"
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 )
 
 // maxImageSize is a requirement: the default image must stay below it.
 const maxImageSize = 5_000_000
 
-var initBin struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// initBinary returns a static Go binary to put at /init: cfs-init once it
-// exists, else a stand-in that links the module loader. Both are built
-// stripped, as an installation would ship them.
+// initBinary returns cfs-init, built static and stripped as an
+// installation ships it, to put at /init.
 func initBinary(t testing.TB) string {
 	t.Helper()
-	initBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "initramfs-test-init-")
-		if err != nil {
-			initBin.err = err
-			return
-		}
-		out := filepath.Join(dir, "init")
-		var msgs []string
-		for _, pkg := range []string{"../../cmd/cfs-init", "./testdata/standin-init"} {
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			b, err := cmd.CombinedOutput()
-			if err == nil {
-				initBin.path = out
-				return
-			}
-			msgs = append(msgs, fmt.Sprintf("%s: %v: %s", pkg, err, b))
-		}
-		initBin.err = fmt.Errorf("building an init: %s", strings.Join(msgs, "; "))
-	})
-	if initBin.err != nil {
-		t.Fatal(initBin.err)
-	}
-	return initBin.path
+	return gobuild.T(t, "./cmd/cfs-init")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	gobuild.Cleanup()
+	os.Exit(code)
 }
 
 func build(t testing.TB, opts Options) ([]byte, Manifest) {
@@ -249,10 +224,16 @@ func TestBuildErrors(t *testing.T) {
 		"bad kernel string": {Init: initPath, ModulesTree: dir, KernelVersion: "../x"},
 	}
 	for name, opts := range cases {
-		if _, err := Build(io.Discard, opts); err == nil {
+		_, err := Build(io.Discard, opts)
+		if err == nil {
 			t.Errorf("%s: no error", name)
-		} else {
-			t.Logf("%s: %v", name, err)
+			continue
+		}
+		t.Logf("%s: %v", name, err)
+		// The caller says what it was building ("build initramfs: ..."):
+		// no package names stacked in front of the reason.
+		if msg := err.Error(); strings.HasPrefix(msg, "initramfs:") || strings.Contains(msg, "kmod:") {
+			t.Errorf("%s: %q repeats a package name as a prefix", name, msg)
 		}
 	}
 }

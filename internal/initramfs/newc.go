@@ -63,7 +63,7 @@ func (cw *newcWriter) pad() error {
 
 func (cw *newcWriter) writeHeader(h header) error {
 	if len(h.Name)+1 > maxNameSize {
-		return fmt.Errorf("cpio: name too long: %.60s...", h.Name)
+		return fmt.Errorf("name too long for cpio: %.60s...", h.Name)
 	}
 	var b bytes.Buffer
 	b.Grow(newcHdrSize + len(h.Name) + 4)
@@ -85,7 +85,7 @@ func (cw *newcWriter) writeData(r io.Reader, size int64) error {
 	n, err := io.CopyN(writerFunc(cw.write), r, size)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("cpio: file shrank to %d of %d bytes while being archived", n, size)
+			return fmt.Errorf("file shrank to %d of %d bytes while being archived", n, size)
 		}
 		return err
 	}

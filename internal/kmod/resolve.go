@@ -90,7 +90,7 @@ var aliasFallback = map[string][]string{
 // pulled in by the earlier wanted name, then by name.
 func ResolveWith(modDir string, want []string, opts ResolveOptions) (Result, error) {
 	if modDir == "" {
-		return Result{}, errors.New("kmod: no module directory")
+		return Result{}, errors.New("no module directory")
 	}
 	return resolveIn(os.DirFS(modDir), ".", modDir, want, opts)
 }
@@ -101,7 +101,7 @@ func ResolveWith(modDir string, want []string, opts ResolveOptions) (Result, err
 // repository, without copying them out first.
 func ResolveFS(fsys fs.FS, dir string, want []string, opts ResolveOptions) (Result, error) {
 	if !fs.ValidPath(dir) {
-		return Result{}, fmt.Errorf("kmod: invalid module directory %q", dir)
+		return Result{}, fmt.Errorf("invalid module directory %q", dir)
 	}
 	return resolveIn(fsys, dir, dir, want, opts)
 }

@@ -18,6 +18,12 @@ var (
 	// have it enabled. The error also wraps verity.ErrUnsupported or
 	// verity.ErrNotEnabled.
 	ErrNoVerity = errors.New("image has no fs-verity")
+
+	// ErrNoDataOnlyLayers means overlayfs refused data-only lower layers
+	// (Linux 6.5 added them) for a mount that requires verity: the only
+	// other layout makes the object directory an ordinary lower layer,
+	// whose own files would show in the tree.
+	ErrNoDataOnlyLayers = errors.New("overlayfs cannot use the object directories as data-only layers, which verity=require needs")
 )
 
 // DigestMismatchError reports an image whose fs-verity digest is not the

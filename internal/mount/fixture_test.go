@@ -102,7 +102,7 @@ func (fx *fixture) external(t *testing.T, parent *erofs.Node, name string, mode,
 	t.Helper()
 	d := verity.DigestBytes(data)
 	n := &erofs.Node{Name: name, Mode: erofs.ModeReg | mode, Nlink: 1, UID: uid, GID: gid,
-		Size: uint64(len(data)), Mtime: testMtime, Payload: d.ObjectPath(), Digest: d[:]}
+		Size: uint64(len(data)), Mtime: testMtime, Payload: d.ObjectPath(), Digest: d}
 	if err := parent.AddChild(n); err != nil {
 		t.Fatal(err)
 	}

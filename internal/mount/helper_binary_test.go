@@ -6,28 +6,18 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 )
 
 // buildHelper builds cmd/cfs-deploy and links it as mount.composefs, the
-// name main dispatches on. The command may not build while other parts of
-// the tree are in flux; that skips rather than fails.
+// name main dispatches on.
 func buildHelper(t *testing.T) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
+	helper, err := gobuild.Alias(gobuild.T(t, "./cmd/cfs-deploy"), "mount.composefs")
 	if err != nil {
-		t.Skip("no go command to build cfs-deploy")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "cfs-deploy")
-	out, err := exec.Command(goTool, "build", "-o", bin, "github.com/cfs-deploy/cfs-deploy/cmd/cfs-deploy").CombinedOutput()
-	if err != nil {
-		t.Skipf("cmd/cfs-deploy does not build right now: %v\n%s", err, out)
-	}
-	helper := filepath.Join(dir, "mount.composefs")
-	if err := os.Symlink("cfs-deploy", helper); err != nil {
 		t.Fatal(err)
 	}
 	return helper
@@ -98,4 +88,10 @@ func TestHelperBinary(t *testing.T) {
 		}
 	}
 	checkNoLeftovers(t, fx.image)
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	gobuild.Cleanup()
+	os.Exit(code)
 }

@@ -51,6 +51,11 @@ type Options struct {
 	// overlay mount.
 	NoSuid, NoDev, NoExec bool
 
+	// Logf, if set, is told which overlay layout an unverified mount
+	// (RequireVerity unset) got, since one of them lets files placed in an
+	// object directory show in the tree.
+	Logf func(format string, args ...any)
+
 	// IdmapUserns is the path of a user namespace file (for example
 	// /proc/PID/ns/user). The EROFS layer is then mounted idmapped through
 	// that namespace's uid and gid maps, so file owners shift accordingly.

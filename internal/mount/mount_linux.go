@@ -58,7 +58,11 @@ func mount(target string, opts Options) (err error) {
 			return err
 		}
 	}
-	return mountOverlay(target, lower, &opts)
+	layout, err := mountOverlay(target, lower, &opts)
+	if err == nil && !opts.RequireVerity && opts.Logf != nil {
+		opts.Logf("%s mounted without verity=require, overlay layout: %s", target, layout)
+	}
+	return err
 }
 
 // Unmount unmounts the composefs mount on target. The EROFS layer beneath

@@ -17,39 +17,49 @@ const (
 	useLegacyMount                    // this overlayfs predates lowerdir+/datadir+
 )
 
+// Overlay layouts, as Options.Logf reports them.
+const (
+	layoutDataOnly       = "data-only object layers (lowerdir+/datadir+)"
+	layoutDataOnlyLegacy = "data-only object layers (mount(2), lowerdir=IMAGE::OBJECTS)"
+	layoutOrdinaryLower  = "object directories as an ordinary lower layer (mount(2), lowerdir=IMAGE:OBJECTS; this overlayfs has no data-only layers): files placed in them at tree paths show in the mount"
+)
+
 // mountOverlay mounts overlayfs on target with the EROFS layer as the only
 // ordinary lower layer and the object directories as data-only layers
-// below it, preferring the new mount API.
-func mountOverlay(target string, lower *layer, opts *Options) error {
+// below it, preferring the new mount API. It returns the layout it used.
+func mountOverlay(target string, lower *layer, opts *Options) (string, error) {
 	var apiErr error
 	if !forceLegacy {
 		// Kernels before 6.15 refuse a detached layer (and log an error
 		// saying so); attach it first instead of paying for a failed try.
 		if forceAttach || !kernelAtLeast(6, 15) {
 			if err := lower.attach(); err != nil {
-				return err
+				return "", err
 			}
 		}
 		next, err := overlayNewAPI(target, lower, opts)
 		if next == retryAttached && lower.dir == "" {
 			if aerr := lower.attach(); aerr != nil {
-				return errors.Join(err, aerr)
+				return "", errors.Join(err, aerr)
 			}
 			next, err = overlayNewAPI(target, lower, opts)
 		}
-		if err == nil || next != useLegacyMount {
-			return err
+		if err == nil {
+			return layoutDataOnly, nil
+		}
+		if next != useLegacyMount {
+			return "", err
 		}
 		apiErr = err
 	}
 	if err := lower.attach(); err != nil {
-		return err
+		return "", err
 	}
-	err := overlayLegacy(target, lower.dir, opts)
+	layout, err := overlayLegacy(target, lower.dir, opts)
 	if err != nil && apiErr != nil {
-		return fmt.Errorf("%w (the new mount API failed before: %v)", err, apiErr)
+		return "", fmt.Errorf("%w (the new mount API failed before: %v)", err, apiErr)
 	}
-	return err
+	return layout, err
 }
 
 func overlayNewAPI(target string, lower *layer, opts *Options) (overlayNext, error) {
@@ -155,37 +165,51 @@ func mountBits(opts *Options) (attrs int, flags uintptr) {
 }
 
 // overlayLegacy mounts with mount(2) and one option string, as kernels
-// before 6.7 need. It tries data-only layers ("::", Linux 6.5) first, then
-// the object directories as ordinary lower layers, whose fan-out
-// directories the image's 00..ff whiteouts hide. With TryVerity it drops
-// verity=require if the kernel does not know it.
-func overlayLegacy(target, lowerDir string, opts *Options) error {
+// before 6.7 need. It tries data-only layers ("::", Linux 6.5) first.
+// Only a mount that does not require verity then tries the object
+// directories as ordinary lower layers, whose fan-out directories the
+// image's 00..ff whiteouts hide but whose other files would show: under
+// verity=require that would put unverified files in the verified tree.
+// With TryVerity it drops verity=require if the kernel does not know it.
+func overlayLegacy(target, lowerDir string, opts *Options) (string, error) {
 	verityChoices := []bool{false}
+	layouts := []string{"::", ":"}
 	switch {
 	case opts.RequireVerity:
 		verityChoices = []bool{true}
+		layouts = []string{"::"}
 	case opts.TryVerity:
 		verityChoices = []bool{true, false}
 	}
 	_, flags := mountBits(opts)
 	var first error
-	for _, sep := range []string{"::", ":"} {
+	for _, sep := range layouts {
 		for _, v := range verityChoices {
 			data := legacyOptions(lowerDir, opts, sep, v)
-			err := unix.Mount("composefs", target, "overlay", flags|unix.MS_SILENT, data)
+			err := sysMount("composefs", target, "overlay", flags|unix.MS_SILENT, data)
 			if err == nil {
-				return nil
+				if sep == ":" {
+					return layoutOrdinaryLower, nil
+				}
+				return layoutDataOnlyLegacy, nil
 			}
 			if first == nil {
 				first = &MountError{Step: StepOverlay, Op: "mount(2) overlay " + data, Err: err, InDmesg: true}
 			}
 			if !errors.Is(err, unix.EINVAL) {
-				return first
+				return "", first
 			}
 		}
 	}
-	return first
+	if opts.RequireVerity {
+		return "", fmt.Errorf("%w: %w", ErrNoDataOnlyLayers, first)
+	}
+	return "", first
 }
+
+// sysMount is mount(2); tests replace it to play kernels without a
+// feature.
+var sysMount = unix.Mount
 
 func legacyOptions(lowerDir string, opts *Options, dataSep string, verity bool) string {
 	var b strings.Builder

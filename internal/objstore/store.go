@@ -5,7 +5,8 @@
 //
 // An object becomes visible under its final name only once it is complete:
 // it is written to a temporary file in DIR, made read-only (mode 0644, and
-// fs-verity when asked), and renamed into place. Objects are never
+// fs-verity when asked), and renamed into place. A private store (a
+// repository's) keeps its directories 0700. Objects are never
 // fsynced one by one; call Sync once before recording anything that makes
 // them reachable.
 package objstore
@@ -16,6 +17,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
@@ -33,6 +35,20 @@ type Options struct {
 	// it lacks it, and must measure as its name says. It implies
 	// EnableVerity.
 	RequireVerity bool
+	// VerifyExisting checks an object that is already there before it is
+	// reused: unless the kernel's fs-verity measurement vouches for it,
+	// its content is hashed, and a copy that does not match its name is
+	// replaced by the new one. Without it an existing object of the right
+	// size is trusted, which is what fs-verity (RequireVerity) makes safe;
+	// without fs-verity it is the price of not reading every object.
+	VerifyExisting bool
+	// Private keeps the contents from other users whatever the modes of
+	// the store's parents: the directory and its fan-out directories are
+	// 0700 (a looser store directory is tightened when it is opened).
+	// Objects stay 0644, so that what was world-readable in the tree is
+	// no less readable through a mount; the directories decide who gets
+	// to them. Without it the store has upstream's modes, 0755 and 0644.
+	Private bool
 }
 
 // Store is an object directory. It is safe for concurrent use.
@@ -44,12 +60,20 @@ type Store struct {
 	noVerity atomic.Bool // the filesystem refused verity once; stop asking
 	tmpSeq   atomic.Uint64
 	created  atomic.Int64 // objects this Store put in place
+	// checked remembers what Verify found per digest (nil: intact), so
+	// that an object is read once per Store however often it is reused.
+	checked sync.Map
 }
 
-// Modes of the fan-out directories and of the objects themselves.
+// ErrDamaged marks an object whose content does not have the digest it is
+// named by.
+var ErrDamaged = errors.New("object content does not match its name")
+
+// Modes of the directories (shared or private) and of the objects.
 const (
-	dirMode    = 0o755
-	objectMode = 0o644
+	sharedDirMode  = 0o755
+	privateDirMode = 0o700
+	objectMode     = 0o644
 )
 
 // Open opens the object directory dir, creating it (and its parents) if
@@ -58,8 +82,13 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.RequireVerity {
 		opts.EnableVerity = true
 	}
-	if err := os.MkdirAll(dir, dirMode); err != nil {
+	if err := os.MkdirAll(dir, os.FileMode(opts.dirMode())); err != nil {
 		return nil, fmt.Errorf("open object store: %w", err)
+	}
+	if opts.Private {
+		if err := tighten(dir); err != nil {
+			return nil, fmt.Errorf("open object store: %w", err)
+		}
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -94,6 +123,65 @@ func (s *Store) Path(d verity.Digest) string {
 func (s *Store) Has(d verity.Digest) bool {
 	ok, _, _ := s.exists(d.ObjectPath())
 	return ok
+}
+
+// Reusable reports whether the object d is there to be referenced without
+// storing it again: it exists and, with VerifyExisting, is intact.
+func (s *Store) Reusable(d verity.Digest) bool {
+	if !s.opts.VerifyExisting {
+		return s.Has(d)
+	}
+	return s.Verify(d) == nil
+}
+
+// Verify checks that the object d exists and that its content has digest
+// d: by the kernel's fs-verity measurement if the object has fs-verity,
+// else by hashing it. It returns nil, or an error wrapping os.ErrNotExist
+// or ErrDamaged. Results are remembered for the life of the Store.
+func (s *Store) Verify(d verity.Digest) error {
+	if v, ok := s.checked.Load(d); ok {
+		err, _ := v.(error)
+		return err
+	}
+	err := s.verify(d)
+	if err == nil || errors.Is(err, ErrDamaged) {
+		s.checked.Store(d, err)
+	}
+	return err
+}
+
+func (s *Store) verify(d verity.Digest) error {
+	rel := d.ObjectPath()
+	fd, err := unix.Openat(s.dfd, rel, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return fmt.Errorf("object %s: %w", d, os.ErrNotExist)
+		}
+		return fmt.Errorf("open object %s: %w", filepath.Join(s.dir, rel), err)
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(s.dir, rel))
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("object %s: not a regular file (%v)", f.Name(), err)
+	}
+	got, _, err := verity.MeasureOrCompute(f)
+	switch {
+	case errors.Is(err, unix.EIO):
+		// fs-verity refused to read a damaged block.
+		return fmt.Errorf("object %s: %w: %v", f.Name(), ErrDamaged, err)
+	case err != nil:
+		return fmt.Errorf("object %s: %w", f.Name(), err)
+	case got != d:
+		return fmt.Errorf("object %s: %w (its content has digest %s)", f.Name(), ErrDamaged, got)
+	}
+	return nil
+}
+
+// Size returns the size of the object with digest d, and false if there
+// is none.
+func (s *Store) Size(d verity.Digest) (int64, bool, error) {
+	ok, n, err := s.exists(d.ObjectPath())
+	return n, ok, err
 }
 
 // exists reports whether rel names a regular file in the store. Anything
@@ -231,12 +319,46 @@ func (s *Store) have(rel string, d verity.Digest, size int64) (have, replace boo
 		// An object stored before verity was required: enable it now,
 		// and let the kernel confirm the content.
 		_, err = s.enableVerity(rel, d)
+		return err == nil, false, err
 	}
-	return true, false, err
+	if s.opts.VerifyExisting {
+		switch err := s.Verify(d); {
+		case errors.Is(err, ErrDamaged):
+			return false, true, nil
+		case err != nil:
+			return false, false, err
+		}
+	}
+	return true, false, nil
+}
+
+func (o Options) dirMode() uint32 {
+	if o.Private {
+		return privateDirMode
+	}
+	return sharedDirMode
+}
+
+// tighten makes dir 0700 if group or others have any access. A store on a
+// read-only filesystem, or one this user does not own, is left as it is
+// (it cannot be written either); fsck reports it.
+func tighten(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return err
+	}
+	if st.Mode&0o077 == 0 {
+		return nil
+	}
+	err := unix.Chmod(dir, privateDirMode)
+	if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EPERM) {
+		return nil
+	}
+	return err
 }
 
 func (s *Store) mkdirFanOut(rel string) error {
-	if err := unix.Mkdirat(s.dfd, rel[:2], dirMode); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := unix.Mkdirat(s.dfd, rel[:2], s.opts.dirMode()); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("create directory: %w", err)
 	}
 	return nil
@@ -336,8 +458,40 @@ func (s *Store) commit(tmp, rel string, d verity.Digest, replace, hashed bool) (
 	if err != nil {
 		return false, fmt.Errorf("rename into place: %w", err)
 	}
+	s.checked.Store(d, nil) // what was just checked and placed
 	s.created.Add(1)
 	return true, nil
+}
+
+// Replace reads size bytes from r and, if their digest is one that want
+// accepts, puts them in place of that object, whatever is there now (a
+// damaged copy, or nothing): it is how a damaged object is repaired from
+// a copy of the content. Content want does not accept is dropped. It
+// returns the digest and whether it was put in place.
+func (s *Store) Replace(r io.Reader, size int64, want func(verity.Digest) bool) (verity.Digest, bool, error) {
+	h := verity.NewHasher()
+	tmp, err := s.writeTemp(".", func(dst *os.File) error {
+		n, err := io.Copy(io.MultiWriter(dst, h), r)
+		if err == nil && n != size {
+			err = fmt.Errorf("content is %d bytes, expected %d", n, size)
+		}
+		return err
+	})
+	if err != nil {
+		return verity.Digest{}, false, fmt.Errorf("store object: %w", err)
+	}
+	d := h.Sum()
+	rel := d.ObjectPath()
+	if !want(d) {
+		unix.Unlinkat(s.dfd, tmp, 0)
+		return d, false, nil
+	}
+	if err := s.mkdirFanOut(rel); err != nil {
+		unix.Unlinkat(s.dfd, tmp, 0)
+		return d, false, wrapPut(s, rel, err)
+	}
+	placed, err := s.place(tmp, rel, d, true, true)
+	return d, placed, err
 }
 
 // Created is the number of objects this Store has added so far.

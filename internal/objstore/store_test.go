@@ -451,3 +451,60 @@ func TestPutReplacesTruncatedObject(t *testing.T) {
 		t.Fatal("truncated object was not replaced")
 	}
 }
+
+// TestVerifyExistingReplacesDamagedObject: with VerifyExisting an object
+// of the right size but the wrong content is replaced on the next put, and
+// Reusable and Verify say it is damaged; without, it is trusted.
+func TestVerifyExistingReplacesDamagedObject(t *testing.T) {
+	content := bytes.Repeat([]byte("c"), 5000)
+	damage := func(st *Store, d verity.Digest) {
+		t.Helper()
+		if err := os.WriteFile(st.Path(d), bytes.Repeat([]byte("X"), len(content)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, verify := range []bool{false, true} {
+		st, err := Open(filepath.Join(t.TempDir(), "store"), Options{VerifyExisting: verify})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, _, err := st.PutBytes(content)
+		if err != nil {
+			t.Fatal(err)
+		}
+		damage(st, d)
+		st, _ = Open(st.Dir(), Options{VerifyExisting: verify}) // forget what was checked
+		if st.Reusable(d) == verify {
+			t.Errorf("verify=%v: Reusable of a damaged object = %v", verify, !verify)
+		}
+		if err := st.Verify(d); !errors.Is(err, ErrDamaged) {
+			t.Errorf("verify=%v: Verify = %v, want ErrDamaged", verify, err)
+		}
+		_, created, err := st.PutBytes(content)
+		if err != nil || created != verify {
+			t.Errorf("verify=%v: re-put over a damaged object: created %v, %v", verify, created, err)
+		}
+		got, _ := os.ReadFile(st.Path(d))
+		if bytes.Equal(got, content) != verify {
+			t.Errorf("verify=%v: damaged object replaced: %v", verify, !verify)
+		}
+	}
+
+	// Replace puts back what want accepts, and drops anything else.
+	st, err := Open(filepath.Join(t.TempDir(), "store"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _, _ := st.PutBytes(content)
+	damage(st, d)
+	want := func(x verity.Digest) bool { return x == d }
+	if got, placed, err := st.Replace(bytes.NewReader([]byte("other")), 5, want); err != nil || placed || st.Has(got) {
+		t.Errorf("Replace with unwanted content: placed %v, stored %v, %v", placed, st.Has(got), err)
+	}
+	if _, placed, err := st.Replace(bytes.NewReader(content), int64(len(content)), want); err != nil || !placed || st.Verify(d) != nil {
+		t.Errorf("Replace with the content: placed %v, %v, verify %v", placed, err, st.Verify(d))
+	}
+	if ents, _ := os.ReadDir(st.Dir()); len(ents) != 1 {
+		t.Errorf("store holds %d entries at the top, want the one fan-out directory", len(ents))
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,14 +19,14 @@ import (
 // Commit is a commit record: one version of a tree on a branch. It is
 // stored as a JSON object, and its id is the fs-verity digest of that JSON.
 type Commit struct {
-	Parent  string    `json:"parent,omitempty"`
-	Time    time.Time `json:"time"`
-	Subject string    `json:"subject,omitempty"`
-	Version string    `json:"version,omitempty"`
-	Branch  string    `json:"branch,omitempty"`
+	Parent  verity.Digest `json:"parent,omitzero"`
+	Time    time.Time     `json:"time"`
+	Subject string        `json:"subject,omitempty"`
+	Version string        `json:"version,omitempty"`
+	Branch  string        `json:"branch,omitempty"`
 	// Image is the fs-verity digest of the composefs image: the value of
 	// composefs= on the kernel command line.
-	Image string `json:"image"`
+	Image verity.Digest `json:"image"`
 	// Kernel is what the tree holds under /usr/lib/modules/<version>.
 	Kernel *Kernel `json:"kernel,omitempty"`
 	Stats  Stats   `json:"stats"`
@@ -33,9 +34,20 @@ type Commit struct {
 
 // Kernel names the boot files of a commit by object digest.
 type Kernel struct {
-	Version   string `json:"version"`
-	Vmlinuz   string `json:"vmlinuz"`
-	Initramfs string `json:"initramfs,omitempty"`
+	Version   string        `json:"version"`
+	Vmlinuz   verity.Digest `json:"vmlinuz"`
+	Initramfs verity.Digest `json:"initramfs,omitzero"`
+}
+
+// objects lists the boot files' objects; none for a nil Kernel.
+func (k *Kernel) objects() []verity.Digest {
+	if k == nil {
+		return nil
+	}
+	if k.Initramfs.IsZero() {
+		return []verity.Digest{k.Vmlinuz}
+	}
+	return []verity.Digest{k.Vmlinuz, k.Initramfs}
 }
 
 // Stats summarise the committed tree.
@@ -86,30 +98,15 @@ func (r *Repo) ReadCommit(id verity.Digest) (*Commit, error) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("commit %s: corrupt record: %w", id, err)
 	}
-	if _, err := verity.ParseDigest(c.Image); err != nil {
-		return nil, fmt.Errorf("commit %s: bad image digest: %w", id, err)
+	// Digests are checked as they are read; the ones that must be there
+	// are checked here.
+	if c.Image.IsZero() {
+		return nil, fmt.Errorf("commit %s: corrupt record: no image digest", id)
 	}
-	if c.Parent != "" {
-		if _, err := verity.ParseDigest(c.Parent); err != nil {
-			return nil, fmt.Errorf("commit %s: bad parent: %w", id, err)
-		}
+	if c.Kernel != nil && c.Kernel.Vmlinuz.IsZero() {
+		return nil, fmt.Errorf("commit %s: corrupt record: kernel %s without a vmlinuz digest", id, c.Kernel.Version)
 	}
 	return &c, nil
-}
-
-// ImageDigest returns the commit's image digest.
-func (c *Commit) ImageDigest() verity.Digest {
-	d, _ := verity.ParseDigest(c.Image)
-	return d
-}
-
-// ParentDigest returns the parent commit id and whether there is one.
-func (c *Commit) ParentDigest() (verity.Digest, bool) {
-	if c.Parent == "" {
-		return verity.Digest{}, false
-	}
-	d, err := verity.ParseDigest(c.Parent)
-	return d, err == nil
 }
 
 // Commits lists the ids of all commit records indexed in the repository.
@@ -123,10 +120,11 @@ func (r *Repo) Commits() ([]verity.Digest, error) {
 func (r *Repo) Resolve(name string) (verity.Digest, error) {
 	back := 0
 	if i := strings.LastIndexByte(name, '~'); i > 0 {
-		if _, err := fmt.Sscanf(name[i+1:], "%d", &back); err != nil || back < 0 {
-			return verity.Digest{}, fmt.Errorf("resolve %q: bad ~N suffix", name)
+		n, err := parseBack(name[i+1:])
+		if err != nil {
+			return verity.Digest{}, fmt.Errorf("resolve %q: %w", name, err)
 		}
-		name = name[:i]
+		name, back = name[:i], n
 	}
 	id, err := r.resolveBase(name)
 	if err != nil {
@@ -137,13 +135,29 @@ func (r *Repo) Resolve(name string) (verity.Digest, error) {
 		if err != nil {
 			return id, err
 		}
-		p, ok := c.ParentDigest()
-		if !ok {
+		p := c.Parent
+		if p.IsZero() {
 			return id, fmt.Errorf("resolve %q: history has only %d commits", name, i+1)
 		}
 		id = p
 	}
 	return id, nil
+}
+
+// ErrBadAncestry refuses a ~N suffix that is not a plain decimal number.
+var ErrBadAncestry = errors.New("bad ~N suffix: N must be a decimal number of commits to go back")
+
+// parseBack reads the N of "~N": decimal digits only, so that "1x" or
+// "0x10" is refused rather than read as 1 or 0.
+func parseBack(s string) (int, error) {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, ErrBadAncestry
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrBadAncestry, err)
+	}
+	return n, nil
 }
 
 func (r *Repo) resolveBase(name string) (verity.Digest, error) {
@@ -160,7 +174,7 @@ func (r *Repo) resolveBase(name string) (verity.Digest, error) {
 		}
 		return d, fmt.Errorf("%s: %w", name, ErrNoCommit)
 	}
-	if len(name) >= 6 && isHex(name) {
+	if len(name) >= 6 {
 		ids, err := r.Commits()
 		if err != nil {
 			return verity.Digest{}, err
@@ -182,15 +196,6 @@ func (r *Repo) resolveBase(name string) (verity.Digest, error) {
 	return verity.Digest{}, fmt.Errorf("%s: %w (not a branch, commit id or commit id prefix)", name, ErrNoCommit)
 }
 
-func isHex(s string) bool {
-	for _, c := range []byte(s) {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
-}
-
 // Log returns a commit and its ancestors, newest first, at most max (0 =
 // all).
 func (r *Repo) Log(id verity.Digest, max int) ([]verity.Digest, []*Commit, error) {
@@ -209,8 +214,8 @@ func (r *Repo) Log(id verity.Digest, max int) ([]verity.Digest, []*Commit, error
 		}
 		ids = append(ids, id)
 		commits = append(commits, c)
-		p, ok := c.ParentDigest()
-		if !ok || (max > 0 && len(ids) >= max) || shallow[id] && !r.hasCommit(p) {
+		p := c.Parent
+		if p.IsZero() || (max > 0 && len(ids) >= max) || shallow[id] && !r.hasCommit(p) {
 			// gc --depth may have cut the history below id.
 			return ids, commits, nil
 		}
@@ -226,28 +231,10 @@ func (r *Repo) hasCommit(id verity.Digest) bool {
 
 // indexLink creates dir/<hex> -> ../objects/XX/<rest> unless present.
 // Concurrent commits of the same tree create the same link: whoever comes
-// second finds it in place. Anything else under the name is replaced
-// through a temporary link private to this call (a dot name, which fsck
-// counts and gc removes if a crash leaves it).
+// second finds it in place.
 func (r *Repo) indexLink(dir string, d verity.Digest) error {
 	link := filepath.Join(r.Path, dir, d.String())
-	target := filepath.Join("..", objectsDir, d.ObjectPath())
-	err := os.Symlink(target, link)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("index %s: %w", link, err)
-	}
-	if cur, err := os.Readlink(link); err == nil && cur == target {
-		return nil
-	}
-	tmp := filepath.Join(r.Path, dir, fmt.Sprintf(".%s.tmp-%d-%d", d, os.Getpid(), time.Now().UnixNano()))
-	if err := os.Symlink(target, tmp); err != nil {
-		return fmt.Errorf("index %s: %w", link, err)
-	}
-	if err := os.Rename(tmp, link); err != nil {
-		os.Remove(tmp)
+	if err := replaceSymlink(link, filepath.Join("..", objectsDir, d.ObjectPath())); err != nil {
 		return fmt.Errorf("index %s: %w", link, err)
 	}
 	return nil

@@ -3,11 +3,13 @@ package repo
 import (
 	"errors"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
+	"github.com/cfs-deploy/cfs-deploy/internal/crashpoint"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
@@ -48,12 +50,12 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 		return nil, err
 	}
 	stats.NewObjects = newObjects
-	crashPoint("after-objects")
+	crashpoint.Here("after-objects")
 	img, err := r.writeImage(root)
 	if err != nil {
 		return nil, err
 	}
-	crashPoint("mid-image")
+	crashpoint.Here("mid-image")
 	kernel, err := r.findKernel(root)
 	if err != nil {
 		return nil, err
@@ -67,18 +69,18 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 		Subject: opts.Subject,
 		Version: opts.Version,
 		Branch:  opts.Branch,
-		Image:   img.String(),
+		Image:   img,
 		Kernel:  kernel,
 		Stats:   stats,
 	}
 	if hasParent {
-		c.Parent = parent.String()
+		c.Parent = parent
 	}
 	id, err := r.writeCommit(c)
 	if err != nil {
 		return nil, err
 	}
-	crashPoint("after-record")
+	crashpoint.Here("after-record")
 	// Everything the index links and the branch will reach must be on
 	// disk before they are written: after a power cut, no link may name
 	// an object whose content did not make it.
@@ -96,11 +98,11 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 			return nil, fmt.Errorf("sync repository: %w", err)
 		}
 	}
-	crashPoint("before-branch")
+	crashpoint.Here("before-branch")
 	if err := r.SetBranch(opts.Branch, id); err != nil {
 		return nil, err
 	}
-	crashPoint("after-branch")
+	crashpoint.Here("after-branch")
 	return &CommitResult{ID: id, Image: img, Commit: c}, nil
 }
 
@@ -113,23 +115,48 @@ func (r *Repo) CheckObjects(root *erofs.Node) error {
 }
 
 // checkTreeObjects counts root's objects and checks their names; with
-// lookup it also makes sure every one is present in the repository, so no
-// commit can reference missing content.
+// lookup it also makes sure every one is present in the repository with
+// the size the tree gives it, so no commit can reference missing content
+// or files that would read short (or past their content).
 func (r *Repo) checkTreeObjects(root *erofs.Node, lookup bool) (Stats, error) {
 	var st Stats
 	seen := map[string]bool{}
-	var missing []string
+	sizes := map[verity.Digest]int64{} // of the objects looked up
+	var missing, wrongSize []string
 	err := erofs.Walk(root, func(n *erofs.Node) error {
 		st.Entries++
 		if n.LinkTo != nil || !n.IsExternal() {
 			return nil
 		}
-		if len(n.Digest) != 32 {
+		if n.Digest.IsZero() {
 			return fmt.Errorf("%s: external file without a digest", n.Path())
 		}
-		d := verity.Digest(n.Digest)
+		d := n.Digest
 		if n.Payload != d.ObjectPath() {
 			return fmt.Errorf("%s: payload %q does not name the object of its digest", n.Path(), n.Payload)
+		}
+		if lookup {
+			// Every entry, not every object: two entries may claim
+			// different sizes for one object.
+			size, looked := sizes[d]
+			if !looked {
+				have, ok, err := r.objects.Size(d)
+				if err != nil {
+					return fmt.Errorf("%s: %w", n.Path(), err)
+				}
+				if size = have; !ok {
+					size = -1 // missing
+				}
+				sizes[d] = size
+			}
+			switch {
+			case size < 0:
+				missing = append(missing, n.Path()+" ("+n.Payload+")")
+				return nil
+			case uint64(size) != n.Size:
+				wrongSize = append(wrongSize, fmt.Sprintf("%s (%d bytes, its object %d bytes)", n.Path(), n.Size, size))
+				return nil
+			}
 		}
 		if seen[n.Payload] {
 			return nil
@@ -139,12 +166,14 @@ func (r *Repo) checkTreeObjects(root *erofs.Node, lookup bool) (Stats, error) {
 		st.ContentBytes += int64(n.Size)
 		switch {
 		case !lookup:
-		case !r.objects.Has(d):
-			missing = append(missing, n.Path()+" ("+n.Payload+")")
 		case r.Secure:
 			// Objects placed by other tools may lack fs-verity, and
 			// every read of them would fail under verity=require.
 			if err := r.verifyObject(d); err != nil {
+				return fmt.Errorf("%s: %w", n.Path(), err)
+			}
+		case r.verifyExisting:
+			if err := r.objects.Verify(d); err != nil {
 				return fmt.Errorf("%s: %w", n.Path(), err)
 			}
 		}
@@ -154,13 +183,20 @@ func (r *Repo) checkTreeObjects(root *erofs.Node, lookup bool) (Stats, error) {
 		return st, err
 	}
 	if len(missing) > 0 {
-		show := missing
-		if len(show) > 5 {
-			show = show[:5]
-		}
-		return st, fmt.Errorf("%d files reference objects missing from the repository, e.g. %v", len(missing), show)
+		return st, fmt.Errorf("%d files reference objects missing from the repository, e.g. %v", len(missing), firstFew(missing))
+	}
+	if len(wrongSize) > 0 {
+		return st, fmt.Errorf("%d files have another size than their objects, e.g. %v", len(wrongSize), firstFew(wrongSize))
 	}
 	return st, nil
+}
+
+// firstFew keeps error messages about many files short.
+func firstFew(list []string) []string {
+	if len(list) > 5 {
+		return list[:5]
+	}
+	return list
 }
 
 // findKernel looks for /usr/lib/modules/<version>/vmlinuz (and
@@ -185,13 +221,13 @@ func (r *Repo) findKernel(root *erofs.Node) (*Kernel, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kernel %s: %w", vmlinuz.Path(), err)
 		}
-		nk := &Kernel{Version: v.Name, Vmlinuz: kd.String()}
+		nk := &Kernel{Version: v.Name, Vmlinuz: kd}
 		if initrd := dir.Lookup("initramfs.img"); initrd != nil && initrd.Target().IsRegular() {
 			id, err := r.fileObject(initrd.Target())
 			if err != nil {
 				return nil, fmt.Errorf("initramfs %s: %w", initrd.Path(), err)
 			}
-			nk.Initramfs = id.String()
+			nk.Initramfs = id
 		}
 		if k == nil || bootcfg.CompareVersions(k.Version, nk.Version) < 0 {
 			k = nk
@@ -207,11 +243,10 @@ func (r *Repo) fileObject(n *erofs.Node) (verity.Digest, error) {
 		d, _, err := r.objects.PutBytes(n.Content)
 		return d, err
 	}
-	if len(n.Digest) != 32 {
+	if n.Digest.IsZero() {
 		return verity.Digest{}, fmt.Errorf("no digest recorded")
 	}
-	d := verity.Digest(n.Digest)
-	return d, nil
+	return n.Digest, nil
 }
 
 // ReadFile returns a reader over a regular file of a tree: inline content
@@ -224,10 +259,10 @@ func (r *Repo) ReadFile(n *erofs.Node) (*os.File, []byte, error) {
 	if !t.IsExternal() {
 		return nil, t.Content, nil
 	}
-	if len(t.Digest) != 32 {
+	if t.Digest.IsZero() {
 		return nil, nil, fmt.Errorf("%s: no digest recorded", n.Path())
 	}
-	d := verity.Digest(t.Digest)
+	d := t.Digest
 	f, err := r.OpenObject(d)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: object %s: %w", n.Path(), d, err)

@@ -8,6 +8,7 @@
 //	lock                      flock: shared for readers and writers, exclusive for gc
 //	objects/XX/<62 hex>       contents, images and commit records
 //	images/<64 hex>           -> ../objects/XX/<62 hex>, images this tool wrote
+//	images/refs/<name...>     -> images/<64 hex>, relative: names that keep an image (composefs-rs)
 //	commits/<64 hex>          -> ../objects/XX/<62 hex>, commit records (JSON)
 //	refs/heads/<branch>       the branch's tip commit id and a newline
 //	locks/<branch>            flock held while a commit to that branch runs

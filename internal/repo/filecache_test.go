@@ -63,7 +63,7 @@ func TestCommitDirReusesDigests(t *testing.T) {
 	}
 	f := root.Lookup("b")
 	want := verity.DigestBytes(bytes.Repeat([]byte("c"), 10000))
-	if !bytes.Equal(f.Digest, want[:]) {
+	if f.Digest != want {
 		t.Fatal("the changed file kept a stale digest")
 	}
 }

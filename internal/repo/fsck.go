@@ -22,13 +22,25 @@ type Problem struct {
 
 // FsckReport is the result of Fsck.
 type FsckReport struct {
-	Objects   int       `json:"objects"`
-	Images    int       `json:"images"`
-	Commits   int       `json:"commits"`
-	Branches  int       `json:"branches"`
-	TempFiles int       `json:"temp_files"`
-	Problems  []Problem `json:"problems"`
+	Objects   int `json:"objects"`
+	Images    int `json:"images"`
+	Commits   int `json:"commits"`
+	Branches  int `json:"branches"`
+	TempFiles int `json:"temp_files"`
+	// Warnings are weaknesses that are not damage, such as a repository
+	// directory other users may enter.
+	Warnings []string  `json:"warnings"`
+	Problems []Problem `json:"problems"`
+
+	// repairable are the objects images need that are damaged or
+	// missing, with the size the images give them: what Repair looks
+	// for in a copy of the content.
+	repairable map[verity.Digest]int64
 }
+
+// Repairable is the number of damaged or missing objects that images
+// need, which a copy of their content could repair.
+func (rep *FsckReport) Repairable() int { return len(rep.repairable) }
 
 // FsckOptions control Fsck.
 type FsckOptions struct {
@@ -41,13 +53,24 @@ type FsckOptions struct {
 // name, every image parses and references only present objects of the
 // right size, every commit and branch resolves.
 func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
-	rep := &FsckReport{Problems: []Problem{}}
+	rep := &FsckReport{Problems: []Problem{}, Warnings: []string{}, repairable: map[verity.Digest]int64{}}
 	var mu sync.Mutex
 	problem := func(path, format string, args ...any) {
 		mu.Lock()
 		rep.Problems = append(rep.Problems, Problem{path, fmt.Sprintf(format, args...)})
 		mu.Unlock()
 	}
+	damaged := map[verity.Digest]bool{}
+	objectProblem := func(d verity.Digest, path, format string, args ...any) {
+		problem(path, format, args...)
+		mu.Lock()
+		damaged[d] = true
+		mu.Unlock()
+	}
+	if err := CheckTopDir(r.Path); errors.Is(err, ErrOpenDirectory) {
+		rep.Warnings = append(rep.Warnings, err.Error())
+	}
+	r.checkPrivateDirs(problem)
 
 	sizes := map[verity.Digest]int64{}
 	work := make(chan objectFile)
@@ -57,7 +80,7 @@ func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
 		go func() {
 			defer wg.Done()
 			for of := range work {
-				r.checkObject(of, opts, problem)
+				r.checkObject(of, opts, objectProblem)
 			}
 		}()
 	}
@@ -92,7 +115,7 @@ func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
 	rep.Images = len(images)
 	goodImages := map[verity.Digest]bool{}
 	for _, d := range images {
-		if r.checkImage(d, sizes, problem) {
+		if r.checkImage(d, sizes, damaged, rep.repairable, problem) {
 			goodImages[d] = true
 		}
 	}
@@ -112,11 +135,19 @@ func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
 		return nil, err
 	}
 	rep.Branches = len(branches)
+	refs, err := r.imageRefs()
+	if err != nil {
+		problem(filepath.Join(r.Path, imageRefsDir), "%v", err)
+	}
 	for _, b := range branches {
 		id, err := r.Branch(b)
 		if err != nil {
 			problem(r.branchPath(b), "%v", err)
 			continue
+		}
+		if c, err := r.ReadCommit(id); err == nil && refs != nil && refs[BranchImageRefPrefix+b] != c.Image {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s does not name branch %s's image %s: composefs-rs's gc would not keep it",
+				r.imageRefPath(BranchImageRefPrefix+b), b, c.Image))
 		}
 		if _, ok := sizes[id]; !ok {
 			problem(r.branchPath(b), "branch %s points at commit %s, which does not exist", b, id)
@@ -128,7 +159,22 @@ func (r *Repo) Fsck(opts FsckOptions) (*FsckReport, error) {
 	return rep, nil
 }
 
-func (r *Repo) checkObject(of objectFile, opts FsckOptions, problem func(string, string, ...any)) {
+// checkPrivateDirs reports objects/ when other users may enter it: it
+// holds every committed file's content. (Its fan-out directories need not
+// be checked: nobody else gets past objects/.)
+func (r *Repo) checkPrivateDirs(problem func(string, string, ...any)) {
+	top := r.ObjectsDir()
+	fi, err := os.Stat(top)
+	if err != nil {
+		return // walking the objects reports it
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		problem(top, "other users may read the objects (mode %04o, want 0700)", m)
+	}
+}
+
+func (r *Repo) checkObject(of objectFile, opts FsckOptions, objectProblem func(verity.Digest, string, string, ...any)) {
+	problem := func(path, format string, args ...any) { objectProblem(of.digest, path, format, args...) }
 	f, err := os.Open(of.path)
 	if err != nil {
 		problem(of.path, "cannot open: %v", err)
@@ -170,8 +216,9 @@ func (r *Repo) checkObject(of objectFile, opts FsckOptions, problem func(string,
 	}
 }
 
-// checkImage reports whether the image is usable.
-func (r *Repo) checkImage(d verity.Digest, sizes map[verity.Digest]int64, problem func(string, string, ...any)) bool {
+// checkImage reports whether the image is usable; the objects it needs
+// that are missing, of the wrong size or damaged go to repairable.
+func (r *Repo) checkImage(d verity.Digest, sizes map[verity.Digest]int64, damaged map[verity.Digest]bool, repairable map[verity.Digest]int64, problem func(string, string, ...any)) bool {
 	link := r.ImagePath(d)
 	target, err := os.Readlink(link)
 	if err != nil {
@@ -196,12 +243,12 @@ func (r *Repo) checkImage(d verity.Digest, sizes map[verity.Digest]int64, proble
 		if n.LinkTo != nil || !n.IsExternal() {
 			return nil
 		}
-		if len(n.Digest) != 32 {
+		if n.Digest.IsZero() {
 			problem(link, "%s: external file without a digest", n.Path())
 			ok = false
 			return nil
 		}
-		od := verity.Digest(n.Digest)
+		od := n.Digest
 		size, present := sizes[od]
 		switch {
 		case !present:
@@ -210,7 +257,13 @@ func (r *Repo) checkImage(d verity.Digest, sizes map[verity.Digest]int64, proble
 		case uint64(size) != n.Size:
 			problem(r.ObjectPath(od), "size %d, image %s says %d for %s (truncated?)", size, d, n.Size, n.Path())
 			ok = false
+		case damaged[od]:
+			// Reported by the object check; the image stays usable
+			// once the object is repaired.
+		default:
+			return nil
 		}
+		repairable[od] = int64(n.Size)
 		return nil
 	})
 	return ok
@@ -227,22 +280,15 @@ func (r *Repo) checkCommit(id verity.Digest, sizes map[verity.Digest]int64, good
 		problem(link, "%v", err)
 		return
 	}
-	if !goodImages[c.ImageDigest()] {
+	if !goodImages[c.Image] {
 		problem(link, "image %s is missing or damaged", c.Image)
 	}
-	if p, ok := c.ParentDigest(); ok && !shallow[id] {
-		if !r.hasCommit(p) {
-			problem(link, "parent commit %s is missing", p)
-		}
+	if !c.Parent.IsZero() && !shallow[id] && !r.hasCommit(c.Parent) {
+		problem(link, "parent commit %s is missing", c.Parent)
 	}
-	if c.Kernel != nil {
-		for _, h := range []string{c.Kernel.Vmlinuz, c.Kernel.Initramfs} {
-			if h == "" {
-				continue
-			}
-			if d, err := verity.ParseDigest(h); err != nil || !hasKey(sizes, d) {
-				problem(link, "boot file object %s is missing", h)
-			}
+	for _, d := range c.Kernel.objects() {
+		if !hasKey(sizes, d) {
+			problem(link, "boot file object %s is missing", d)
 		}
 	}
 }

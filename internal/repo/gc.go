@@ -3,7 +3,6 @@ package repo
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -36,8 +35,17 @@ type GCReport struct {
 	DryRun      bool  `json:"dry_run"`
 }
 
-// ErrNeedExclusive is returned by GC on a repository opened shared.
-var ErrNeedExclusive = errors.New("gc needs the repository opened exclusively")
+// Errors of GC.
+var (
+	// ErrNeedExclusive is returned by GC on a repository opened shared.
+	ErrNeedExclusive = errors.New("gc needs the repository opened exclusively")
+	// ErrUnsafeToCollect refuses to collect garbage in a repository whose
+	// reachable records cannot all be read: what they reference would go.
+	ErrUnsafeToCollect = errors.New("refusing to collect garbage")
+	// ErrForeignStreams refuses to collect garbage beside composefs-rs
+	// split streams, whose object references this tool cannot read.
+	ErrForeignStreams = errors.New("the repository holds composefs-rs streams whose objects cfs-deploy cannot account for")
+)
 
 // GC removes objects, images and commits that no branch (down to
 // opts.Depth commits), no deployment under <sysroot>/state/deploy and no
@@ -55,7 +63,7 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 	// composefs-rs keeps split streams (OCI layers) whose object
 	// references this tool cannot read; collecting would delete them.
 	if ents, err := os.ReadDir(filepath.Join(r.Path, "streams")); err == nil && len(ents) > 0 {
-		return nil, fmt.Errorf("%s holds composefs-rs streams whose objects cfs-deploy cannot account for; refusing to collect garbage (use cfsctl gc)", filepath.Join(r.Path, "streams"))
+		return nil, fmt.Errorf("%w: %w (%s)", ErrUnsafeToCollect, ErrForeignStreams, filepath.Join(r.Path, "streams"))
 	}
 	rep := &GCReport{DryRun: opts.DryRun}
 	live := map[verity.Digest]bool{}
@@ -69,7 +77,7 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 		}
 		img, err := r.ReadImage(d)
 		if err != nil {
-			return fmt.Errorf("refusing to collect while image %s is unreadable (run fsck): %w", d, err)
+			return fmt.Errorf("%w: image %s is unreadable: %w", ErrUnsafeToCollect, d, err)
 		}
 		liveImages[d] = true
 		live[d] = true
@@ -78,12 +86,8 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 	}
 
 	keepKernel := func(c *Commit) {
-		if c.Kernel != nil {
-			for _, h := range []string{c.Kernel.Vmlinuz, c.Kernel.Initramfs} {
-				if d, err := verity.ParseDigest(h); err == nil {
-					live[d] = true
-				}
-			}
+		for _, d := range c.Kernel.objects() {
+			live[d] = true
 		}
 	}
 
@@ -91,6 +95,7 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	tips := map[string]verity.Digest{} // branch -> tip's image
 	// budget[id] is how many commits, id included, are still kept below
 	// id on the deepest walk that reached it (0: all). A commit reached
 	// again with a larger budget is walked again, so every branch keeps
@@ -104,6 +109,13 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 			return nil, err
 		}
 		for n := 1; ; n++ {
+			c, err := r.ReadCommit(id)
+			if err != nil {
+				return nil, fmt.Errorf("%w: branch %s: %w", ErrUnsafeToCollect, b, err)
+			}
+			if n == 1 {
+				tips[b] = c.Image
+			}
 			left := 0
 			if opts.Depth > 0 {
 				left = opts.Depth - n + 1
@@ -112,20 +124,16 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 				break
 			}
 			budget[id] = left
-			c, err := r.ReadCommit(id)
-			if err != nil {
-				return nil, fmt.Errorf("branch %s: %w (run fsck)", b, err)
-			}
 			if !liveCommits[id] {
 				liveCommits[id] = true
 				live[id] = true
-				if err := keepImage(c.ImageDigest()); err != nil {
+				if err := keepImage(c.Image); err != nil {
 					return nil, err
 				}
 				keepKernel(c)
 			}
-			p, ok := c.ParentDigest()
-			if !ok {
+			p := c.Parent
+			if p.IsZero() {
 				break
 			}
 			parents[id] = p
@@ -154,8 +162,8 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 		liveCommits[id] = true
 		live[id] = true
 		keepKernel(c)
-		if p, ok := c.ParentDigest(); ok {
-			parents[id] = p
+		if !c.Parent.IsZero() {
+			parents[id] = c.Parent
 		}
 	}
 	// Commits whose parent is no longer kept start a shallow history.
@@ -165,11 +173,21 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 		}
 	}
 
-	named, err := r.namedImages()
+	// What images/refs names is kept, as composefs-rs keeps it; the
+	// branch tips' names are brought in step first.
+	if !opts.DryRun {
+		if err := r.syncBranchImageRefs(tips); err != nil {
+			return nil, err
+		}
+	}
+	named, err := r.imageRefs()
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range append(append(deployed, named...), opts.Roots...) {
+	for _, d := range named {
+		deployed = append(deployed, d)
+	}
+	for _, d := range append(deployed, opts.Roots...) {
 		if err := keepImage(d); err != nil {
 			return nil, err
 		}
@@ -290,41 +308,9 @@ func (r *Repo) Deployed() ([]verity.Digest, []verity.Digest, error) {
 		if err != nil {
 			continue // fsck and status report it; its image is kept anyway
 		}
-		if id, err := verity.ParseDigest(o.Commit); err == nil {
-			commits = append(commits, id)
+		if !o.Commit.IsZero() {
+			commits = append(commits, o.Commit)
 		}
 	}
 	return images, commits, nil
-}
-
-// namedImages lists the images that images/refs/** name: the composefs-rs
-// convention for images that must be kept (cfsctl and bootc create them).
-func (r *Repo) namedImages() ([]verity.Digest, error) {
-	root := filepath.Join(r.Path, imagesDir, "refs")
-	var out []verity.Digest
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if errors.Is(err, os.ErrNotExist) && p == root {
-			return filepath.SkipDir
-		}
-		if err != nil {
-			return err
-		}
-		if d.Type()&fs.ModeSymlink == 0 {
-			return nil
-		}
-		target, err := os.Readlink(p)
-		if err != nil {
-			return err
-		}
-		dg, err := verity.ParseDigest(filepath.Base(target))
-		if err != nil {
-			return fmt.Errorf("image ref %s points at %s, which is not an image digest", p, target)
-		}
-		out = append(out, dg)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list image refs: %w", err)
-	}
-	return out, nil
 }

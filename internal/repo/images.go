@@ -62,7 +62,7 @@ func (r *Repo) CommitTree(id verity.Digest) (*Commit, *erofs.Node, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	img, err := r.ReadImage(c.ImageDigest())
+	img, err := r.ReadImage(c.Image)
 	if err != nil {
 		return c, nil, fmt.Errorf("commit %s: %w", id, err)
 	}

@@ -3,12 +3,13 @@ package repo
 import (
 	"errors"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
@@ -18,14 +19,15 @@ import (
 var ErrNoBranch = errors.New("no such branch")
 
 // ValidBranchName accepts names like "os/stable": components of letters,
-// digits, '.', '_', '-', not starting with '.', separated by '/'.
+// digits, '.', '_', '-', '+', not starting with '.' or '-' (a name that
+// reads as an option is a mistake), separated by '/'.
 func ValidBranchName(name string) error {
 	if name == "" || len(name) > 200 {
 		return fmt.Errorf("branch name %q: must be 1..200 bytes", name)
 	}
 	for _, part := range strings.Split(name, "/") {
-		if part == "" || part[0] == '.' || strings.HasSuffix(part, ".lock") {
-			return fmt.Errorf("branch name %q: empty component, leading '.', or '.lock' suffix", name)
+		if part == "" || part[0] == '.' || part[0] == '-' || strings.HasSuffix(part, ".lock") {
+			return fmt.Errorf("branch name %q: empty component, leading '.' or '-', or '.lock' suffix", name)
 		}
 		for _, c := range []byte(part) {
 			ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
@@ -61,13 +63,22 @@ func (r *Repo) Branch(name string) (verity.Digest, error) {
 	return d, nil
 }
 
-// SetBranch points a branch at a commit, atomically and durably.
+// SetBranch points a branch at a commit, atomically and durably. The
+// commit's image is named under images/refs/ first (see SetImageRef), so
+// that composefs-rs's gc keeps it before the branch reaches it.
 func (r *Repo) SetBranch(name string, commit verity.Digest) error {
 	if err := r.writable(); err != nil {
 		return err
 	}
 	if err := ValidBranchName(name); err != nil {
 		return err
+	}
+	c, err := r.ReadCommit(commit)
+	if err != nil {
+		return fmt.Errorf("set branch %s: %w", name, err)
+	}
+	if err := r.SetImageRef(BranchImageRefPrefix+name, c.Image); err != nil {
+		return fmt.Errorf("set branch %s: %w", name, err)
 	}
 	p := r.branchPath(name)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -90,7 +101,10 @@ func (r *Repo) DeleteBranch(name string) error {
 		}
 		return err
 	}
-	return atomicfile.SyncDir(filepath.Dir(r.branchPath(name)))
+	if err := atomicfile.SyncDir(filepath.Dir(r.branchPath(name))); err != nil {
+		return err
+	}
+	return r.RemoveImageRef(BranchImageRefPrefix + name)
 }
 
 // Branches lists branch names, sorted.

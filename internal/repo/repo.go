@@ -3,10 +3,11 @@ package repo
 import (
 	"errors"
 	"fmt"
-	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
-	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 	"os"
 	"path/filepath"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
+	"github.com/cfs-deploy/cfs-deploy/internal/filelock"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/objstore"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
@@ -24,13 +25,16 @@ type Repo struct {
 	exclusive bool
 	readOnly  string // why this version must not change the repository
 	objects   *objstore.Store
+	// verifyExisting: objects are hashed before they are reused (an
+	// insecure repository, unless OpenOptions.TrustExisting).
+	verifyExisting bool
 }
 
 // ErrNotRepository is returned by Open for a directory without meta.json.
-var ErrNotRepository = errors.New("not a cfs-deploy repository (no meta.json; run cfs-deploy init)")
+var ErrNotRepository = errors.New("not a cfs-deploy repository (no meta.json)")
 
 // ErrNoVerity refuses a secure repository on a filesystem without fs-verity.
-var ErrNoVerity = errors.New("the filesystem cannot do fs-verity; a secure repository needs it (use --insecure to create one that computes digests in userspace instead)")
+var ErrNoVerity = errors.New("the filesystem cannot do fs-verity, which a secure repository needs")
 
 const (
 	metaFile   = "meta.json"
@@ -56,17 +60,19 @@ func Init(path string, opts InitOptions) error {
 	if _, err := os.Stat(filepath.Join(path, metaFile)); err == nil {
 		return fmt.Errorf("init %s: a repository already exists there", path)
 	}
-	created := false
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+	// The highest directory Init creates, if any: on failure it goes,
+	// with everything below it.
+	created := firstMissing(path)
+	if created != "" {
 		if err := os.MkdirAll(path, 0o700); err != nil {
+			os.RemoveAll(created)
 			return fmt.Errorf("init %s: %w", path, err)
 		}
-		created = true
 	}
 	made := []string{}
 	cleanup := func() {
-		if created {
-			os.RemoveAll(path)
+		if created != "" {
+			os.RemoveAll(created)
 			return
 		}
 		for i := len(made) - 1; i >= 0; i-- {
@@ -74,7 +80,7 @@ func Init(path string, opts InitOptions) error {
 		}
 	}
 	for _, d := range []string{objectsDir, imagesDir, commitsDir, "refs", headsDir, locksDir, cacheDir} {
-		if err := os.Mkdir(filepath.Join(path, d), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		if err := os.Mkdir(filepath.Join(path, d), dirMode(d)); err != nil && !errors.Is(err, os.ErrExist) {
 			cleanup()
 			return fmt.Errorf("init %s: %w", path, err)
 		} else if err == nil {
@@ -91,6 +97,50 @@ func Init(path string, opts InitOptions) error {
 		return fmt.Errorf("init %s: %w", path, err)
 	}
 	return nil
+}
+
+// dirMode is the mode Init gives a directory of the repository. Objects
+// hold the contents of every committed file, whatever its mode was, and
+// the digest cache names the files that were committed: both are for
+// root only, whether or not the repository's own directory is open.
+func dirMode(d string) os.FileMode {
+	if d == objectsDir || d == cacheDir {
+		return 0o700
+	}
+	return 0o755
+}
+
+// ErrOpenDirectory says that a repository's own directory lets other
+// users in. Objects stay private (objects/ is 0700), but branch names,
+// commit records' names and the layout are visible.
+var ErrOpenDirectory = errors.New("repository directory is accessible to other users")
+
+// CheckTopDir returns an error wrapping ErrOpenDirectory when group or
+// others have any access to the repository directory path.
+func CheckTopDir(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return fmt.Errorf("%s: %w (mode %04o)", path, ErrOpenDirectory, m)
+	}
+	return nil
+}
+
+// firstMissing returns the highest of path and its parents that does not
+// exist, "" if path exists.
+func firstMissing(path string) string {
+	missing := ""
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			return missing
+		}
+		missing = p
+		if filepath.Dir(p) == p {
+			return missing
+		}
+	}
 }
 
 // writeMeta writes meta.json through a temporary file; with secure set it
@@ -138,6 +188,11 @@ func writeMeta(path string, m Meta, secure bool) error {
 type OpenOptions struct {
 	// Exclusive takes the repository lock exclusively (gc).
 	Exclusive bool
+	// TrustExisting, in a repository without fs-verity, reuses objects
+	// that are already there (and of the right size) without reading
+	// them: faster commits, but a damaged object is not noticed, nor
+	// replaced. A secure repository has the kernel check them either way.
+	TrustExisting bool
 }
 
 // Open opens the repository at path and takes its lock (shared unless
@@ -172,14 +227,18 @@ func Open(path string, opts OpenOptions) (*Repo, error) {
 		lf.Close()
 		return nil, fmt.Errorf("lock repository %s: %w", path, err)
 	}
-	st, err := objstore.Open(filepath.Join(path, objectsDir), objstore.Options{EnableVerity: true, RequireVerity: secure})
+	st, err := objstore.Open(filepath.Join(path, objectsDir), objstore.Options{
+		EnableVerity: true, RequireVerity: secure, Private: true,
+		VerifyExisting: !secure && !opts.TrustExisting,
+	})
 	if err != nil {
 		if lf != nil {
 			lf.Close()
 		}
 		return nil, fmt.Errorf("open repository %s: %w", path, err)
 	}
-	r := &Repo{Path: path, Secure: secure, meta: meta, lock: lf, exclusive: opts.Exclusive, objects: st}
+	r := &Repo{Path: path, Secure: secure, meta: meta, lock: lf, exclusive: opts.Exclusive, objects: st,
+		verifyExisting: !secure && !opts.TrustExisting}
 	if unknown := meta.unknownReadOnly(); len(unknown) > 0 {
 		r.readOnly = fmt.Sprintf("it has read-only-compatible features this version does not know: %v", unknown)
 	}

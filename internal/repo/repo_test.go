@@ -109,9 +109,6 @@ func TestInitSecureNeedsVerity(t *testing.T) {
 	if !errors.Is(err, ErrNoVerity) {
 		t.Fatalf("Init: %v, want ErrNoVerity", err)
 	}
-	if !strings.Contains(err.Error(), "--insecure") {
-		t.Errorf("error %q should mention --insecure", err)
-	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("failed Init left %s behind (%v)", path, err)
 	}
@@ -177,10 +174,10 @@ func TestCommitAndResolve(t *testing.T) {
 	first := commitFiles(t, r, "os/main", map[string]string{"a": "one", "big": big("x", 5000)})
 	second := commitFiles(t, r, "os/main", map[string]string{"a": "two", "big": big("x", 5000)})
 
-	if second.Commit.Parent != first.ID.String() {
+	if second.Commit.Parent != first.ID {
 		t.Errorf("second commit's parent %q, want %s", second.Commit.Parent, first.ID)
 	}
-	if first.Commit.Parent != "" {
+	if !first.Commit.Parent.IsZero() {
 		t.Errorf("first commit has parent %q", first.Commit.Parent)
 	}
 	if second.Commit.Stats.Objects != 1 || second.Commit.Stats.ContentBytes != 5000 {
@@ -208,7 +205,7 @@ func TestCommitAndResolve(t *testing.T) {
 		}
 	}
 	ids, commits, err := r.Log(second.ID, 0)
-	if err != nil || len(ids) != 2 || ids[0] != second.ID || ids[1] != first.ID || commits[1].Image != first.Image.String() {
+	if err != nil || len(ids) != 2 || ids[0] != second.ID || ids[1] != first.ID || commits[1].Image != first.Image {
 		t.Errorf("Log = %v, %v", ids, err)
 	}
 	if ids, _, _ := r.Log(second.ID, 1); len(ids) != 1 {
@@ -390,10 +387,10 @@ func TestKernelIsRecorded(t *testing.T) {
 	// 6.12.0 sorts before 6.9.0 as a string; as a version it is newest
 	// (its initramfs.img is inline in the image).
 	k := res.Commit.Kernel
-	if k == nil || k.Version != "6.12.0" || k.Initramfs == "" {
+	if k == nil || k.Version != "6.12.0" || k.Initramfs.IsZero() {
 		t.Fatalf("kernel %+v", k)
 	}
-	d, _ := verity.ParseDigest(k.Initramfs)
+	d := k.Initramfs
 	if got, err := r.readObject(d, 100); err != nil || string(got) != "newer" {
 		t.Errorf("inline initramfs object: %q %v", got, err)
 	}
@@ -528,7 +525,7 @@ func TestGC(t *testing.T) {
 	}
 	// A deployment of the first commit keeps its image and objects.
 	first, _ := r.ReadCommit(ids[0])
-	deploy := filepath.Join(r.Sysroot(), "state", "deploy", first.Image)
+	deploy := filepath.Join(r.Sysroot(), "state", "deploy", first.Image.String())
 	if err := os.MkdirAll(deploy, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -586,14 +583,12 @@ func TestGC(t *testing.T) {
 	}
 	// The deployed image and its content survive although no kept commit
 	// references them.
-	if _, err := r.ReadImage(first.ImageDigest()); err != nil {
+	if _, err := r.ReadImage(first.Image); err != nil {
 		t.Errorf("deployed image: %v", err)
 	}
-	img, _ := r.ReadImage(first.ImageDigest())
+	img, _ := r.ReadImage(first.Image)
 	gen0 := mustResolve(t, img.Root, "/gen")
-	var d verity.Digest
-	copy(d[:], gen0.Digest)
-	if !r.objects.Has(d) {
+	if !r.objects.Has(gen0.Digest) {
 		t.Error("gc removed an object of a deployed image")
 	}
 	fsckClean(t, r)
@@ -778,5 +773,95 @@ func TestGCKeepsNamedImagesAndStreams(t *testing.T) {
 	os.MkdirAll(filepath.Join(r.Path, "streams", "refs"), 0o755)
 	if _, err := ex.GC(GCOptions{}); err == nil || !strings.Contains(err.Error(), "streams") {
 		t.Fatalf("gc with composefs-rs streams present: %v", err)
+	}
+}
+
+// TestCommitRecordBytesUnchanged: records written by earlier versions
+// (testdata, from a repository made before digests became verity.Digest
+// in the record) read and write back byte for byte, so a commit's id, the
+// digest of its record, does not change.
+func TestCommitRecordBytesUnchanged(t *testing.T) {
+	for _, name := range []string{"commit-v1-root.json", "commit-v1-child.json"} {
+		old, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c Commit
+		if err := json.Unmarshal(old, &c); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		again, err := marshalJSON(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again, old) {
+			t.Errorf("%s written back differs:\n%s\nwas\n%s", name, again, old)
+		}
+	}
+}
+
+// TestImageRefs: SetImageRef names an image under images/refs/ with a
+// relative link that resolves, for composefs-rs's gc, and gc keeps what
+// is named; bad names and unknown images are refused; RemoveImageRef
+// takes the name away again.
+func TestImageRefs(t *testing.T) {
+	r := newRepo(t)
+	res := commitFiles(t, r, "tmp", map[string]string{"f": big("named", 300)})
+	const name = "cfs-deploy/deploy/" + "x"
+	if err := r.SetImageRef(name, res.Image); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(r.Path, "images", "refs", "cfs-deploy", "deploy", "x")
+	if target, _ := os.Readlink(link); target != "../../../"+res.Image.String() {
+		t.Errorf("link target %q", target)
+	}
+	if data, err := os.ReadFile(link); err != nil || verity.DigestBytes(data) != res.Image {
+		t.Errorf("the ref does not resolve to the image: %v", err)
+	}
+	if err := r.DeleteBranch("tmp"); err != nil {
+		t.Fatal(err)
+	}
+	ex := reopen(t, r, true)
+	if _, err := ex.GC(GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !ex.HasImage(res.Image) {
+		t.Fatal("gc removed an image named under images/refs")
+	}
+	for _, bad := range []string{"", "/abs", "a/../b", "-x", "a//b"} {
+		if err := ex.SetImageRef(bad, res.Image); err == nil {
+			t.Errorf("SetImageRef(%q) accepted", bad)
+		}
+	}
+	if err := ex.SetImageRef("y", verity.DigestBytes([]byte("no such image"))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("SetImageRef of a missing image: %v", err)
+	}
+	for range 2 {
+		if err := ex.RemoveImageRef(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Lstat(link); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ref still there: %v", err)
+	}
+}
+
+// TestErrorsAreSentinelsWithoutAdvice: the library says what is wrong, as
+// a sentinel callers can test; what to do about it (a command, an option)
+// is the command line's business.
+func TestErrorsAreSentinelsWithoutAdvice(t *testing.T) {
+	_, err := Open(t.TempDir(), OpenOptions{})
+	if !errors.Is(err, ErrNotRepository) {
+		t.Errorf("Open of an empty directory: %v, want ErrNotRepository", err)
+	}
+	if err != nil && strings.Contains(err.Error(), "cfs-deploy init") {
+		t.Errorf("%q gives command-line advice", err)
+	}
+	err = Init(filepath.Join(t.TempDir(), "r"), InitOptions{})
+	if err == nil {
+		t.Skip("this filesystem has fs-verity")
+	}
+	if !errors.Is(err, ErrNoVerity) || strings.Contains(err.Error(), "--insecure") {
+		t.Errorf("secure Init without fs-verity: %v, want ErrNoVerity without advice", err)
 	}
 }

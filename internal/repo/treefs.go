@@ -230,10 +230,10 @@ func (r *Repo) openContent(n *erofs.Node) (contentReader, error) {
 	if !n.IsExternal() {
 		return nopCloser{bytes.NewReader(n.Content)}, nil
 	}
-	if len(n.Digest) != 32 {
+	if n.Digest.IsZero() {
 		return nil, errors.New("no digest recorded for the file's object")
 	}
-	d := verity.Digest(n.Digest)
+	d := n.Digest
 	f, err := r.OpenObject(d)
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", d, err)

@@ -139,8 +139,7 @@ func TestTreeFSDetectsDamagedObject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d verity.Digest
-	copy(d[:], n.Target().Digest)
+	d := n.Target().Digest
 	p := r.ObjectPath(d)
 	bad := []byte(bigText)
 	bad[len(bad)-2] ^= 1

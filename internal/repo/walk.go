@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -59,8 +60,9 @@ func isTempName(name string) bool { return strings.HasPrefix(name, ".") }
 
 // otherTemps lists the temporary files an interrupted write can leave
 // outside objects/: index links (images/, commits/), branch files
-// (refs/heads/, at any depth) and meta.json. All are named
-// ".<name>.tmp-<suffix>"; nothing else is taken for one.
+// (refs/heads/) and image refs (images/refs/, at any depth), and
+// meta.json. All are named ".<name>.tmp-<suffix>"; nothing else is taken
+// for one.
 func (r *Repo) otherTemps() ([]string, error) {
 	isTemp := func(name string) bool { return isTempName(name) && strings.Contains(name, ".tmp-") }
 	var out []string
@@ -75,24 +77,32 @@ func (r *Repo) otherTemps() ([]string, error) {
 			}
 		}
 	}
-	err := filepath.WalkDir(filepath.Join(r.Path, headsDir), func(p string, d fs.DirEntry, err error) error {
+	for _, dir := range []string{headsDir, imageRefsDir} {
+		root := filepath.Join(r.Path, dir)
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if errors.Is(err, fs.ErrNotExist) && p == root {
+				return filepath.SkipDir
+			}
+			if err != nil {
+				return err
+			}
+			if !d.IsDir() && isTemp(d.Name()) {
+				out = append(out, p)
+			}
+			return nil
+		})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if !d.IsDir() && isTemp(d.Name()) {
-			out = append(out, p)
-		}
-		return nil
-	})
-	return out, err
+	}
+	return out, nil
 }
 
 // treeObjects adds the digests of every object a tree references.
 func treeObjects(root *erofs.Node, into map[verity.Digest]bool) {
 	erofs.Walk(root, func(n *erofs.Node) error {
-		if n.LinkTo == nil && n.IsExternal() && len(n.Digest) == 32 {
-			d := verity.Digest(n.Digest)
-			into[d] = true
+		if n.LinkTo == nil && n.IsExternal() && !n.Digest.IsZero() {
+			into[n.Digest] = true
 		}
 		return nil
 	})

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 // Origin records where a deployment came from. It is written once, when
@@ -15,17 +17,17 @@ import (
 // the kernel arguments live in the boot entry only, so the two can never
 // disagree.
 type Origin struct {
-	Commit    string    `json:"commit"`
-	Branch    string    `json:"branch,omitempty"` // set when the rollout named a branch
-	Stateroot string    `json:"stateroot"`
-	Image     string    `json:"image"`
-	Kernel    string    `json:"kernel_version"`
-	Version   string    `json:"version,omitempty"` // the commit's version
-	Subject   string    `json:"subject,omitempty"` // the commit's subject
-	Created   time.Time `json:"created"`
+	Commit    verity.Digest `json:"commit"`
+	Branch    string        `json:"branch,omitempty"` // set when the rollout named a branch
+	Stateroot string        `json:"stateroot"`
+	Image     verity.Digest `json:"image"`
+	Kernel    string        `json:"kernel_version"`
+	Version   string        `json:"version,omitempty"` // the commit's version
+	Subject   string        `json:"subject,omitempty"` // the commit's subject
+	Created   time.Time     `json:"created"`
 	// MergedFrom is the image of the deployment whose local /etc changes
 	// were carried into this one; empty for a first deployment.
-	MergedFrom string `json:"merged_from,omitempty"`
+	MergedFrom verity.Digest `json:"merged_from,omitzero"`
 }
 
 // ReadOrigin reads the origin record in a deployment's state directory.
@@ -42,6 +44,29 @@ func ReadOrigin(dir string) (*Origin, error) {
 	return &o, nil
 }
 
+// ReadOriginStateroot reads only the stateroot of a deployment's
+// origin.json: what cfs-init needs of deployments made before the
+// stateroot file existed, without trusting the rest of the record.
+func ReadOriginStateroot(dir string) (string, error) {
+	p := filepath.Join(dir, OriginFile)
+	data, err := ReadStateFile(p, MaxStateFile)
+	if err != nil {
+		return "", err
+	}
+	var o struct {
+		Stateroot string `json:"stateroot"`
+	}
+	if err := json.Unmarshal(data, &o); err != nil {
+		return "", fmt.Errorf("%s: %w", p, err)
+	}
+	if o.Stateroot != "" {
+		if err := CheckStateroot(o.Stateroot); err != nil {
+			return "", fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return o.Stateroot, nil
+}
+
 // Marshal returns the record as written to origin.json.
 func (o *Origin) Marshal() ([]byte, error) {
 	data, err := json.MarshalIndent(o, "", "  ")
@@ -54,10 +79,10 @@ func (o *Origin) Marshal() ([]byte, error) {
 // BootRecord says what cfs-init booted and how long it took. Paths are as
 // they are seen from the booted system.
 type BootRecord struct {
-	Mode     string `json:"mode"`     // "pid1" or "setup-root"
-	Digest   string `json:"digest"`   // the image's fs-verity digest
-	Arg      string `json:"arg"`      // the kernel argument it came from
-	Insecure bool   `json:"insecure"` // composefs=?: no kernel-enforced verity
+	Mode     string        `json:"mode"`     // "pid1" or "setup-root"
+	Digest   verity.Digest `json:"digest"`   // the image's fs-verity digest
+	Arg      string        `json:"arg"`      // the kernel argument it came from
+	Insecure bool          `json:"insecure"` // composefs=?: no kernel-enforced verity
 	// KernelVerity: the kernel measured the image. False for an insecure
 	// image whose digest cfs-init computed.
 	KernelVerity bool   `json:"kernel_verity"`
@@ -145,11 +170,11 @@ func BootDirRecord(path, boot string) string {
 // directory and boot files exist, and finalize writes this entry and makes
 // it the default. Until then no boot loader sees it.
 type Staged struct {
-	Image      string    `json:"image"`
-	Commit     string    `json:"commit"`
-	Stateroot  string    `json:"stateroot"`
-	MergedFrom string    `json:"merged_from,omitempty"`
-	Created    time.Time `json:"created"`
+	Image      verity.Digest `json:"image"`
+	Commit     verity.Digest `json:"commit"`
+	Stateroot  string        `json:"stateroot"`
+	MergedFrom verity.Digest `json:"merged_from,omitzero"`
+	Created    time.Time     `json:"created"`
 	// The entry finalize writes.
 	Title   string   `json:"title"`
 	Linux   string   `json:"linux"`

@@ -256,13 +256,14 @@ func (imp *importer) content(n *erofs.Node, size int64, body io.Reader) error {
 		imp.res.NewObjects++
 	}
 	imp.res.Bytes += size
-	n.Digest = d[:]
+	n.Digest = d
 	n.Payload = d.ObjectPath()
 	return nil
 }
 
 // xattrsOf reads extended attributes from PAX records in the two common
-// spellings: GNU tar/podman ("SCHILY.xattr.NAME", raw value) and libarchive
+// spellings: GNU tar/podman ("SCHILY.xattr.NAME", raw value; GNU tar writes
+// '%' and '=' in NAME as %25 and %3D) and libarchive
 // ("LIBARCHIVE.xattr.NAME", base64 value, URL-encoded name).
 func xattrsOf(hdr *tar.Header) []erofs.Xattr {
 	// Both spellings may name the same attribute; GNU's is preferred. The
@@ -280,7 +281,7 @@ func xattrsOf(hdr *tar.Header) []erofs.Xattr {
 	}
 	for k, v := range hdr.PAXRecords {
 		if key, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
-			byKey[key] = v
+			byKey[gnuXattrName.Replace(key)] = v
 		}
 	}
 	out := make([]erofs.Xattr, 0, len(byKey))
@@ -290,6 +291,10 @@ func xattrsOf(hdr *tar.Header) []erofs.Xattr {
 	slices.SortFunc(out, func(a, b erofs.Xattr) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
+
+// gnuXattrName undoes GNU tar's escaping of xattr names: only these two,
+// so that a literal "%41" (written as %2541) stays as it is.
+var gnuXattrName = strings.NewReplacer("%25", "%", "%3D", "=")
 
 func unescapeURL(s string) string {
 	if u, err := url.PathUnescape(s); err == nil {

@@ -106,7 +106,7 @@ func contentDiffers(a, b *erofs.Node) bool {
 		if a.Content != nil {
 			return !bytes.Equal(a.Content, b.Content)
 		}
-		return !bytes.Equal(a.Digest, b.Digest) || a.Payload != b.Payload
+		return a.Digest != b.Digest || a.Payload != b.Payload
 	}
 	return false
 }

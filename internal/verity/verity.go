@@ -51,29 +51,63 @@ func (d Digest) ObjectPath() string {
 	return string(b[:])
 }
 
-// ParseDigest parses 64 hex characters (either case) into a Digest.
-func ParseDigest(s string) (Digest, error) {
+// ParseDigest parses 64 hex characters (either case) into a Digest. It is
+// the one parser of digests in text: commit records, kernel arguments,
+// dump files, object and index names all come through it.
+func ParseDigest(s string) (Digest, error) { return parseDigest(s) }
+
+// MarshalText writes the digest as String does, so that JSON records and
+// anything else that encodes text spell it as 64 lowercase hex digits.
+func (d Digest) MarshalText() ([]byte, error) {
+	return hex.AppendEncode(make([]byte, 0, 2*len(d)), d[:]), nil
+}
+
+// UnmarshalText parses what MarshalText writes (either case).
+func (d *Digest) UnmarshalText(b []byte) error {
+	v, err := parseDigest(b)
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
+
+// IsZero reports whether d is the zero value, which stands for "no
+// digest": no content has it.
+func (d Digest) IsZero() bool { return d == Digest{} }
+
+func parseDigest[T string | []byte](s T) (Digest, error) {
 	var d Digest
-	if len(s) != 2*len(d) {
-		return d, fmt.Errorf("parse fs-verity digest %q: got %d characters, want %d hex characters",
-			shorten(s), len(s), 2*len(d))
+	switch {
+	case len(s) == 0:
+		return d, fmt.Errorf("empty digest, want %d hex digits", 2*len(d))
+	case len(s) != 2*len(d):
+		return d, fmt.Errorf("digest %q has %d characters, want %d hex digits", shorten(string(s)), len(s), 2*len(d))
 	}
-	for i := 0; i < len(s); i++ {
-		if !isHex(s[i]) {
-			return d, fmt.Errorf("parse fs-verity digest %q: invalid hex character %q at offset %d",
-				s, s[i:i+1], i)
+	for i := range d {
+		hi, lo := unhex(s[2*i]), unhex(s[2*i+1])
+		if hi < 0 || lo < 0 {
+			at := 2 * i
+			if hi >= 0 {
+				at++
+			}
+			return Digest{}, fmt.Errorf("digest %q has a non-hex character %q at offset %d", string(s), string(s[at:at+1]), at)
 		}
-	}
-	if _, err := hex.Decode(d[:], []byte(s)); err != nil {
-		// Unreachable after the checks above; kept so a future edit
-		// cannot silently return a half-filled digest.
-		return Digest{}, fmt.Errorf("parse fs-verity digest %q: %w", s, err)
+		d[i] = byte(hi<<4 | lo)
 	}
 	return d, nil
 }
 
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
 }
 
 // shorten keeps error messages readable when someone passes a whole file

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"os"
@@ -309,14 +310,14 @@ func TestParseDigest(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ in, msg string }{
-		{"", "got 0 characters"},
-		{s[:63], "got 63 characters"},
-		{s + "0", "got 65 characters"},
-		{"sha256:" + s, "got 71 characters"},
-		{"g" + s[1:], `invalid hex character "g" at offset 0`},
-		{s[:40] + " " + s[41:], `invalid hex character " " at offset 40`},
-		{s[:63] + "\xff", `invalid hex character "\xff" at offset 63`},
-		{strings.Repeat("a", 10000), "got 10000 characters"},
+		{"", "empty digest, want 64 hex digits"},
+		{s[:63], "has 63 characters, want 64 hex digits"},
+		{s + "0", "has 65 characters"},
+		{"sha256:" + s, "has 71 characters"},
+		{"g" + s[1:], `non-hex character "g" at offset 0`},
+		{s[:40] + " " + s[41:], `non-hex character " " at offset 40`},
+		{s[:63] + "\xff", `non-hex character "\xff" at offset 63`},
+		{strings.Repeat("a", 10000), "has 10000 characters"},
 	} {
 		_, err := ParseDigest(tc.in)
 		if err == nil || !strings.Contains(err.Error(), tc.msg) {
@@ -368,5 +369,33 @@ func TestDescriptorLayout(t *testing.T) {
 	copy(desc[16:], root[:])
 	if got, want := descriptorDigest(root, size), Digest(sha256.Sum256(desc[:])); got != want {
 		t.Errorf("descriptorDigest = %s, want %s (descriptor %s)", got, want, hex.EncodeToString(desc[:32]))
+	}
+}
+
+// TestDigestText: a digest is spelled the same way in JSON (as a map key
+// too) as String spells it, and reads back from either case.
+func TestDigestText(t *testing.T) {
+	d := DigestBytes([]byte("hello world\n"))
+	b, err := json.Marshal(struct {
+		D Digest          `json:"d"`
+		Z Digest          `json:"z,omitzero"`
+		M map[Digest]bool `json:"m"`
+	}{D: d, M: map[Digest]bool{d: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"d":"` + d.String() + `","m":{"` + d.String() + `":true}}`
+	if string(b) != want {
+		t.Fatalf("JSON %s, want %s", b, want)
+	}
+	var back struct{ D Digest }
+	if err := json.Unmarshal([]byte(`{"D":"`+strings.ToUpper(d.String())+`"}`), &back); err != nil || back.D != d {
+		t.Fatalf("read back %s, %v", back.D, err)
+	}
+	if err := json.Unmarshal([]byte(`{"D":"abc"}`), &back); err == nil || !strings.Contains(err.Error(), "has 3 characters") {
+		t.Fatalf("a short digest in JSON: %v", err)
+	}
+	if !(Digest{}).IsZero() || d.IsZero() {
+		t.Fatal("IsZero")
 	}
 }

@@ -18,18 +18,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cfs-deploy/cfs-deploy/tests/fulltree"
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 	"github.com/cfs-deploy/cfs-deploy/tests/mounttest"
 	"github.com/cfs-deploy/cfs-deploy/tests/treecmp"
 	"golang.org/x/sys/unix"
 )
-
-const modulePath = "github.com/cfs-deploy/cfs-deploy"
 
 func TestImageMount(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -42,7 +41,7 @@ func TestImageMount(t *testing.T) {
 	}
 	start := time.Now()
 	work := t.TempDir()
-	bin := buildTool(t, work)
+	bin := gobuild.T(t, "./cmd/cfs-deploy")
 	t.Logf("built cfs-deploy in %v", time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
@@ -50,7 +49,7 @@ func TestImageMount(t *testing.T) {
 	if err := os.Mkdir(srcDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	src := buildSource(t, srcDir)
+	src := fulltree.Build(t, srcDir, fulltree.Options{})
 	t.Logf("built the source tree in %v", time.Since(start).Round(time.Millisecond))
 
 	variants := []bool{false}
@@ -70,21 +69,6 @@ func TestImageMount(t *testing.T) {
 	}
 }
 
-// buildTool builds cmd/cfs-deploy into dir.
-func buildTool(t *testing.T, dir string) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(dir, "cfs-deploy")
-	cmd := exec.Command(goBin, "build", "-o", bin, modulePath+"/cmd/cfs-deploy")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s/cmd/cfs-deploy: %v\n%s", modulePath, err, out)
-	}
-	return bin
-}
-
 func toolHasFlag(t *testing.T, bin, flag string) bool {
 	out, _ := exec.Command(bin, "mkcomposefs", "--help").CombinedOutput()
 	return bytes.Contains(out, []byte(flag+" ")) || bytes.Contains(out, []byte(flag+"\n")) || bytes.Contains(out, []byte(flag+"="))
@@ -98,7 +82,7 @@ func run(t *testing.T, name string, args ...string) {
 	}
 }
 
-func checkImage(t *testing.T, bin string, src *source, hardlinks bool) {
+func checkImage(t *testing.T, bin string, src *fulltree.Tree, hardlinks bool) {
 	dir := t.TempDir()
 	objects := filepath.Join(dir, "objects")
 	image := filepath.Join(dir, "image.cfs")
@@ -115,11 +99,11 @@ func checkImage(t *testing.T, bin string, src *source, hardlinks bool) {
 	if hardlinks {
 		args = append(args, "--hardlinks")
 	}
-	args = append(args, src.dir, image)
+	args = append(args, src.Dir, image)
 	run(t, bin, args...)
 	t.Logf("cfs-deploy %s: %v", strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
 
-	checkObjects(t, objects, src.objects)
+	checkObjects(t, objects, src.Objects)
 	checkHeader(t, image, src)
 
 	mountErofs(t, image, meta)
@@ -128,10 +112,10 @@ func checkImage(t *testing.T, bin string, src *source, hardlinks bool) {
 	start = time.Now()
 	checkStubs(t, src, meta, mnt)
 	checkRaw(t, src, meta, objects)
-	n := treecmp.Compare(t, src.dir, mnt, treecmp.Options{
+	n := treecmp.Compare(t, src.Dir, mnt, treecmp.Options{
 		HardLinksDropped: !hardlinks,
-		Whiteouts:        src.whiteouts,
-		EscapedXattrs:    src.escaped,
+		Whiteouts:        src.Whiteouts,
+		EscapedXattrs:    src.Escaped,
 	})
 	t.Logf("compared %d entries in %v", n, time.Since(start).Round(time.Millisecond))
 }
@@ -164,14 +148,14 @@ func checkObjects(t *testing.T, objects string, want int) {
 		t.Fatal(err)
 	}
 	if count != want {
-		t.Errorf("object store holds %d objects, want %d (one per distinct content over %d bytes)", count, want, inlineMax)
+		t.Errorf("object store holds %d objects, want %d (one per distinct content over %d bytes)", count, want, fulltree.InlineMax)
 	}
 }
 
 // checkHeader checks the composefs header: the whiteout in the source
 // makes the image version 1, and the ACL sets the ACL flag (so that
 // mount.composefs does not mount the EROFS with noacl).
-func checkHeader(t *testing.T, image string, src *source) {
+func checkHeader(t *testing.T, image string, src *fulltree.Tree) {
 	t.Helper()
 	f, err := os.Open(image)
 	if err != nil {
@@ -187,25 +171,28 @@ func checkHeader(t *testing.T, image string, src *source) {
 		t.Fatalf("composefs magic %#x", m)
 	}
 	wantVersion := uint32(0)
-	if len(src.whiteouts) > 0 {
+	if len(src.Whiteouts) > 0 {
 		wantVersion = 1
 	}
 	if v := le.Uint32(h[12:]); v != wantVersion {
 		t.Errorf("composefs_version %d, want %d", v, wantVersion)
 	}
-	if flags := le.Uint32(h[8:]); (flags&1 != 0) != src.hasACL {
-		t.Errorf("header flags %#x, ACL flag should be %v", flags, src.hasACL)
+	if flags := le.Uint32(h[8:]); (flags&1 != 0) != src.HasACL {
+		t.Errorf("header flags %#x, ACL flag should be %v", flags, src.HasACL)
 	}
 }
 
 // checkStubs checks the 256 whiteouts "00".."ff" every image's root has:
 // visible in the EROFS mount as 0/0 character devices (except where the
 // source has an entry of that name), hidden by the overlay.
-func checkStubs(t *testing.T, src *source, meta, mnt string) {
+func checkStubs(t *testing.T, src *fulltree.Tree, meta, mnt string) {
 	t.Helper()
-	srcNames := readNames(t, src.dir)
+	srcNames, err := treecmp.ReadNames(src.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var root unix.Stat_t
-	if err := unix.Lstat(src.dir, &root); err != nil {
+	if err := unix.Lstat(src.Dir, &root); err != nil {
 		t.Fatal(err)
 	}
 	want := slices.Clone(srcNames)
@@ -255,16 +242,16 @@ func checkStubs(t *testing.T, src *source, meta, mnt string) {
 // checkRaw looks at the EROFS mount without the overlay: small files hold
 // their content, larger ones are empty metacopy files whose redirect names
 // an object with the file's content, and whiteouts are escaped.
-func checkRaw(t *testing.T, src *source, meta, objects string) {
+func checkRaw(t *testing.T, src *fulltree.Tree, meta, objects string) {
 	t.Helper()
 	checked := 0
-	err := filepath.WalkDir(src.dir, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(src.Dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(src.dir, p)
+		rel, _ := filepath.Rel(src.Dir, p)
 		raw := filepath.Join(meta, rel)
-		if slices.Contains(src.whiteouts, rel) {
+		if slices.Contains(src.Whiteouts, rel) {
 			x, err := treecmp.Xattrs(raw)
 			if err != nil {
 				t.Errorf("EROFS mount: %v", err)
@@ -302,7 +289,7 @@ func checkRaw(t *testing.T, src *source, meta, objects string) {
 			t.Errorf("EROFS mount: %s: size %d, want %d", treecmp.Quote(rel), st.Size, len(content))
 		}
 		checked++
-		if len(content) <= inlineMax {
+		if len(content) <= fulltree.InlineMax {
 			if hasRedirect || hasMetacopy {
 				t.Errorf("EROFS mount: %s: a %d-byte file should be inline, has redirect %q metacopy %v", treecmp.Quote(rel), len(content), redirect, hasMetacopy)
 			}
@@ -336,4 +323,10 @@ func checkRaw(t *testing.T, src *source, meta, objects string) {
 		t.Fatal(err)
 	}
 	t.Logf("checked %d regular files in the EROFS mount", checked)
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	gobuild.Cleanup()
+	os.Exit(code)
 }

@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/crashpoint"
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 )
 
 // crashTree makes a tree of a few thousand files: small ones stored in
@@ -123,15 +126,18 @@ func TestCrashSafety(t *testing.T) {
 		t.Error("no commit was killed: the delays are too long to test anything")
 	}
 
-	// The test crash points stop a commit at each step.
+	// The test crash points stop a commit at each step; they are only in
+	// a binary built for it.
+	crashBin := gobuild.T(t, "./cmd/cfs-deploy", crashpoint.Tag)
 	for i, point := range []string{"after-objects", "mid-image", "after-record", "before-branch", "after-branch"} {
 		mutate(t, src, 100+i)
 		crash := *e
 		crash.t = t
-		crash.extra = []string{"CFS_DEPLOY_TEST_CRASH=" + point}
+		crash.bin = crashBin
+		crash.extra = []string{crashpoint.Env + "=" + point}
 		r := crash.run("commit", "--branch", "main", src)
 		if r.signal != syscall.SIGKILL {
-			t.Fatalf("CFS_DEPLOY_TEST_CRASH=%s: the commit was not killed at that point: %v", point, r)
+			t.Fatalf("%s=%s: the commit was not killed at that point: %v", crashpoint.Env, point, r)
 		}
 		newTip := checkAfterCrash(t, e, tip, "crash point "+point)
 		if moved := newTip != tip; moved != (point == "after-branch") {
@@ -177,4 +183,17 @@ func TestCrashSafety(t *testing.T) {
 	// Every commit of main's history is intact and mountable content.
 	e.ok("log", "main")
 	e.ok("cat", "main", "/d01/e1/f0001")
+}
+
+// TestShippedBinaryHasNoCrashPoints: the binary an installation ships
+// ignores the crash tests' environment variable, so nothing in a user's
+// environment can make a commit kill itself half-way.
+func TestShippedBinaryHasNoCrashPoints(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "f"), strings.Repeat("content ", 100), 0o644)
+	e.extra = []string{crashpoint.Env + "=after-objects"}
+	if r := e.run("commit", "--branch", "main", src); r.code != 0 {
+		t.Fatalf("%s=after-objects stopped the shipped binary: %v", crashpoint.Env, r)
+	}
 }

@@ -14,12 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 	"github.com/cfs-deploy/cfs-deploy/tests/mounttest"
 )
 
@@ -27,22 +27,13 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "cfs-deploy-repo-test-")
-	if err != nil {
+	var err error
+	if bin, err = gobuild.Build("./cmd/cfs-deploy"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bin = filepath.Join(dir, "cfs-deploy")
-	_, file, _, _ := runtime.Caller(0)
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/cfs-deploy")
-	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build ./cmd/cfs-deploy: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	gobuild.Cleanup()
 	os.Exit(code)
 }
 
@@ -53,6 +44,7 @@ type env struct {
 	repo    string
 	config  string // an empty configuration file, so the host's is not read
 	extra   []string
+	bin     string // the binary to run instead of bin, if set
 }
 
 // newEnv makes a sysroot in a new temporary directory and initialises its
@@ -90,7 +82,11 @@ func (r result) String() string {
 // and configuration.
 func (e *env) command(args ...string) *exec.Cmd {
 	full := append([]string{"--repo", e.repo, "--config", e.config}, args...)
-	cmd := exec.Command(bin, full...)
+	b := bin
+	if e.bin != "" {
+		b = e.bin
+	}
+	cmd := exec.Command(b, full...)
 	cmd.Env = append(os.Environ(), e.extra...)
 	return cmd
 }
@@ -192,11 +188,12 @@ func (e *env) tip(branch string) string {
 }
 
 type fsckReport struct {
-	Objects   int `json:"objects"`
-	Images    int `json:"images"`
-	Commits   int `json:"commits"`
-	Branches  int `json:"branches"`
-	TempFiles int `json:"temp_files"`
+	Objects   int      `json:"objects"`
+	Images    int      `json:"images"`
+	Commits   int      `json:"commits"`
+	Branches  int      `json:"branches"`
+	TempFiles int      `json:"temp_files"`
+	Warnings  []string `json:"warnings"`
 	Problems  []struct {
 		Path string `json:"path"`
 		What string `json:"problem"`
@@ -276,15 +273,15 @@ func needMount(t *testing.T) {
 	mounttest.SkipUnlessKernelHas(t, "erofs", "overlay")
 }
 
-// mount mounts ref with `cfs-deploy mount` on a new directory and
-// unmounts it when the test ends.
-func (e *env) mount(ref string) string {
+// mount mounts ref with `cfs-deploy mount` (and extra options) on a new
+// directory and unmounts it when the test ends.
+func (e *env) mount(ref string, extra ...string) string {
 	e.t.Helper()
 	mnt := filepath.Join(e.t.TempDir(), "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		e.t.Fatal(err)
 	}
-	e.ok("mount", ref, mnt)
+	e.ok(append([]string{"mount", ref, mnt}, extra...)...)
 	mounttest.UnmountLater(e.t, mnt)
 	if !mounttest.IsMountPoint(mnt) {
 		e.t.Fatalf("cfs-deploy mount %s %s succeeded but nothing is mounted there", ref, mnt)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/initramfs"
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 	"github.com/cfs-deploy/cfs-deploy/tests/vm/vmtest"
 )
 
@@ -25,7 +26,7 @@ var cfsInitModules = []string{"crc32c_generic", "sha256-ssse3", "virtio_blk", "e
 // An image that is not in the repository makes it refuse and reboot.
 func TestCfsInitBootsInsecure(t *testing.T) {
 	k := vmtest.Kernel(t)
-	cfsDeploy := vmtest.BuildStatic(t, "./cmd/cfs-deploy")
+	cfsDeploy := gobuild.T(t, "./cmd/cfs-deploy")
 
 	// The OS image: a static init and the directories a root needs.
 	tree := t.TempDir()
@@ -34,7 +35,7 @@ func TestCfsInitBootsInsecure(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	copyFile(t, vmtest.BuildStatic(t, "./tests/vm/testdata/bootedinit"), filepath.Join(tree, "sbin/init"), 0o755)
+	copyFile(t, gobuild.T(t, "./tests/vm/testdata/bootedinit"), filepath.Join(tree, "sbin/init"), 0o755)
 	writeFile(t, filepath.Join(tree, "etc/hostname"), "from-the-image\n")
 
 	// The physical root: an insecure repository and the deployment's
@@ -66,7 +67,7 @@ func TestCfsInitBootsInsecure(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, err := initramfs.Build(f, initramfs.Options{
-		Init:          vmtest.BuildStatic(t, "./cmd/cfs-init"),
+		Init:          gobuild.T(t, "./cmd/cfs-init"),
 		ModulesTree:   k.Root,
 		KernelVersion: k.Version,
 		Modules:       cfsInitModules,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 	"github.com/cfs-deploy/cfs-deploy/tests/vm/vmtest"
 )
 
@@ -124,10 +125,10 @@ type bootRecord struct {
 func newFixture(t *testing.T) *fixture {
 	f := &fixture{start: time.Now(), dir: t.TempDir(), installs: map[string]*install{}}
 	f.k = vmtest.Kernel(t)
-	f.deployBin = vmtest.BuildStatic(t, "./cmd/cfs-deploy")
-	f.initBin = vmtest.BuildStatic(t, "./cmd/cfs-init")
-	f.testInitBin = vmtest.BuildStatic(t, testInitPkg)
-	f.installerBin = vmtest.BuildStatic(t, installerPkg)
+	f.deployBin = gobuild.T(t, "./cmd/cfs-deploy")
+	f.initBin = gobuild.T(t, "./cmd/cfs-init")
+	f.testInitBin = gobuild.T(t, testInitPkg)
+	f.installerBin = gobuild.T(t, installerPkg)
 	for _, tool := range []string{"mkfs.ext4", "debugfs", "depmod", "cp"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s not found (e2fsprogs, kmod, coreutils)", tool)

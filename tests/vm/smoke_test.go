@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 	"github.com/cfs-deploy/cfs-deploy/tests/vm/vmtest"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	vmtest.Cleanup()
+	gobuild.Cleanup()
 	os.Exit(code)
 }
 
@@ -24,7 +25,7 @@ const smokeInit = "./tests/vm/testdata/smokeinit"
 // smokeInitrd returns an initramfs whose /init is smokeinit.
 func smokeInitrd(t *testing.T) *vmtest.Initrd {
 	r := vmtest.NewInitrd()
-	if err := r.CopyFile("/init", vmtest.BuildStatic(t, smokeInit), 0o755); err != nil {
+	if err := r.CopyFile("/init", gobuild.T(t, smokeInit), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return r

@@ -1,6 +1,6 @@
 // Package vmtest boots Linux under QEMU for cfs-deploy's end-to-end tests.
 //
-// A test builds its /init with BuildStatic, packs it into an initramfs with
+// A test builds its /init with gobuild.T (tests/gobuild), packs it into an initramfs with
 // Initrd, prepares disks with MakeExt4, boots Debian's 6.12 kernel (Kernel)
 // with Boot and then reads the serial console: VM.WaitFor a marker the guest
 // prints, VM.Wait for QEMU to exit. The guest powers off to end a test
