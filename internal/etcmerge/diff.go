@@ -177,12 +177,16 @@ func (d *differ) compare(n *erofs.Node, ld *localDir, name string) (what []strin
 		local = statNode(name, &st)
 		xattrFD = sub.fd
 	case erofs.ModeReg:
-		same, err := d.sameContent(n, ld, name, st)
+		same, xs, ok, err := d.sameContent(n, ld, name, st)
 		if err != nil {
 			return nil, nil, err
 		}
 		if !same {
 			what = append(what, whatContent)
+		}
+		if ok {
+			local.Xattrs = xs
+			return append(what, metaDiff(n, local)...), nil, nil
 		}
 	case erofs.ModeSymlink:
 		target, err := ld.readlink(name)
@@ -240,32 +244,42 @@ func sameXattrs(img, local []erofs.Xattr) bool {
 }
 
 // sameContent reports whether the local regular file name of ld, which
-// lstat described as st, has the content of the image's file n.
-func (d *differ) sameContent(n *erofs.Node, ld *localDir, name string, st *unix.Stat_t) (bool, error) {
+// lstat described as st, has the content of the image's file n. If it
+// opens the file, it also returns its xattrs (read through the open file
+// is cheaper than by path); else nil, false.
+func (d *differ) sameContent(n *erofs.Node, ld *localDir, name string, st *unix.Stat_t) (same bool, xs []erofs.Xattr, haveXattrs bool, err error) {
 	if uint64(st.Size) != n.Size {
-		return false, nil
+		return false, nil, false, nil
 	}
 	f, err := ld.openFile(name, st)
 	if err != nil {
-		return false, err
+		return false, nil, false, err
 	}
 	defer f.Close()
+	if xs, err = readXattrs(f.fd, f.name); err != nil {
+		return false, nil, false, err
+	}
+	same, err = d.sameAs(n, f)
+	return same, xs, true, err
+}
+
+// sameAs compares the content of f, an open local file the size of the
+// image's file n, with n's.
+func (d *differ) sameAs(n *erofs.Node, f *rawFile) (bool, error) {
 	if n.Content != nil || n.Size == 0 {
 		// Inline content: small, compare directly. Reading one byte
 		// more than expected notices a file that grew meanwhile.
 		got, err := io.ReadAll(io.LimitReader(f, int64(len(n.Content))+1))
 		if err != nil {
-			return false, fmt.Errorf("read %s: %w", f.Name(), err)
+			return false, err
 		}
 		return bytes.Equal(got, n.Content), nil
 	}
 	if want, ok := imageDigest(n); ok {
-		got, err := verity.DigestFile(f)
+		// Read to the end, whatever the size now: a file that grew or
+		// shrank since the lstat has another digest.
+		got, _, err := verity.DigestReader(f)
 		if err != nil {
-			var now unix.Stat_t
-			if unix.Fstat(int(f.Fd()), &now) == nil && now.Size != st.Size {
-				return false, fmt.Errorf("%s: %w", f.Name(), errChanged)
-			}
 			return false, err
 		}
 		return got == want, nil
@@ -278,7 +292,7 @@ func (d *differ) sameContent(n *erofs.Node, ld *localDir, name string, st *unix.
 		return false, err
 	}
 	defer img.Close()
-	return sameStream(img, f, n.Path(), f.Name())
+	return sameStream(img, f, n.Path(), f.name)
 }
 
 // imageDigest returns the fs-verity digest the image records for the
