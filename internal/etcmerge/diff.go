@@ -161,7 +161,7 @@ func (d *differ) compare(n *erofs.Node, ld *localDir, name string) (what []strin
 		return []string{"type " + typeName(n.Mode) + "->" + typeName(lt)}, nil, nil
 	}
 	local := statNode(name, st)
-	xattrFD := -1
+	xattrFD, haveXattrs := -1, false
 	switch n.Type() {
 	case erofs.ModeDir:
 		if sub, err = ld.openDir(name); err != nil {
@@ -177,17 +177,14 @@ func (d *differ) compare(n *erofs.Node, ld *localDir, name string) (what []strin
 		local = statNode(name, &st)
 		xattrFD = sub.fd
 	case erofs.ModeReg:
-		same, xs, ok, err := d.sameContent(n, ld, name, st)
+		same, opened, err := d.sameContent(n, ld, name, st, local)
 		if err != nil {
 			return nil, nil, err
 		}
 		if !same {
 			what = append(what, whatContent)
 		}
-		if ok {
-			local.Xattrs = xs
-			return append(what, metaDiff(n, local)...), nil, nil
-		}
+		haveXattrs = opened
 	case erofs.ModeSymlink:
 		target, err := ld.readlink(name)
 		if err != nil {
@@ -201,11 +198,13 @@ func (d *differ) compare(n *erofs.Node, ld *localDir, name string) (what []strin
 			what = append(what, whatDevice)
 		}
 	}
-	if local.Xattrs, err = readXattrs(xattrFD, ld.entryPath(name)); err != nil {
-		if sub != nil {
-			sub.close()
+	if !haveXattrs {
+		if local.Xattrs, err = readXattrs(xattrFD, ld.entryPath(name)); err != nil {
+			if sub != nil {
+				sub.close()
+			}
+			return nil, nil, err
 		}
-		return nil, nil, err
 	}
 	return append(what, metaDiff(n, local)...), sub, nil
 }
@@ -243,24 +242,25 @@ func sameXattrs(img, local []erofs.Xattr) bool {
 	return slices.Equal(kept, local)
 }
 
-// sameContent reports whether the local regular file name of ld, which
-// lstat described as st, has the content of the image's file n. If it
-// opens the file, it also returns its xattrs (read through the open file
-// is cheaper than by path); else nil, false.
-func (d *differ) sameContent(n *erofs.Node, ld *localDir, name string, st *unix.Stat_t) (same bool, xs []erofs.Xattr, haveXattrs bool, err error) {
-	if uint64(st.Size) != n.Size {
-		return false, nil, false, nil
+// sameContent reports whether the local regular file name of ld has the
+// content of the image's file n; st and local hold what lstat said of it.
+// If it opens the file, it sets local to the open file's metadata and
+// xattrs (cheaper through the descriptor than by path) and reports opened.
+func (d *differ) sameContent(n *erofs.Node, ld *localDir, name string, st *unix.Stat_t, local *erofs.Node) (same, opened bool, err error) {
+	if local.Size != n.Size {
+		return false, false, nil
 	}
 	f, err := ld.openFile(name, st)
 	if err != nil {
-		return false, nil, false, err
+		return false, false, err
 	}
 	defer f.Close()
-	if xs, err = readXattrs(f.fd, f.name); err != nil {
-		return false, nil, false, err
+	*local = *statNode(name, &f.st)
+	if local.Xattrs, err = readXattrs(f.fd, f.name); err != nil {
+		return false, false, err
 	}
 	same, err = d.sameAs(n, f)
-	return same, xs, true, err
+	return same, true, err
 }
 
 // sameAs compares the content of f, an open local file the size of the
