@@ -70,12 +70,8 @@ func (m *merger) copy(parent *localDir, name, rel, destPath string, st *unix.Sta
 			return false, err
 		}
 		// The metadata of the inode whose content was copied.
-		var fst unix.Stat_t
-		if err := unix.Fstat(int(f.Fd()), &fst); err != nil {
-			return false, &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
-		}
-		n = statNode(name, &fst)
-		xattrFD = int(f.Fd())
+		n = statNode(name, &f.st)
+		xattrFD = f.fd
 	case unix.S_IFLNK:
 		if n.Payload, err = parent.readlink(name); err != nil {
 			return false, err
@@ -129,7 +125,7 @@ func (m *merger) copyEntries(ld *localDir, destPath string) error {
 }
 
 // copyContent writes what f holds to the new file destPath.
-func copyContent(f *os.File, destPath string) error {
+func copyContent(f *rawFile, destPath string) error {
 	fd, err := unix.Open(destPath, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return &os.PathError{Op: "create", Path: destPath, Err: err}
@@ -137,7 +133,7 @@ func copyContent(f *os.File, destPath string) error {
 	out := os.NewFile(uintptr(fd), destPath)
 	defer out.Close()
 	if _, err := io.Copy(out, f); err != nil {
-		return fmt.Errorf("copy %s to %s: %w", f.Name(), destPath, err)
+		return fmt.Errorf("copy %s to %s: %w", f.name, destPath, err)
 	}
 	return out.Close()
 }

@@ -161,7 +161,7 @@ func (d *differ) compare(n *erofs.Node, ld *localDir, name string) (what []strin
 		return []string{"type " + typeName(n.Mode) + "->" + typeName(lt)}, nil, nil
 	}
 	local := statNode(name, st)
-	xattrFD := -1
+	xattrFD, haveXattrs := -1, false
 	switch n.Type() {
 	case erofs.ModeDir:
 		if sub, err = ld.openDir(name); err != nil {
@@ -177,13 +177,14 @@ func (d *differ) compare(n *erofs.Node, ld *localDir, name string) (what []strin
 		local = statNode(name, &st)
 		xattrFD = sub.fd
 	case erofs.ModeReg:
-		same, err := d.sameContent(n, ld, name, st)
+		same, opened, err := d.sameContent(n, ld, name, st, local)
 		if err != nil {
 			return nil, nil, err
 		}
 		if !same {
 			what = append(what, whatContent)
 		}
+		haveXattrs = opened
 	case erofs.ModeSymlink:
 		target, err := ld.readlink(name)
 		if err != nil {
@@ -197,11 +198,13 @@ func (d *differ) compare(n *erofs.Node, ld *localDir, name string) (what []strin
 			what = append(what, whatDevice)
 		}
 	}
-	if local.Xattrs, err = readXattrs(xattrFD, ld.entryPath(name)); err != nil {
-		if sub != nil {
-			sub.close()
+	if !haveXattrs {
+		if local.Xattrs, err = readXattrs(xattrFD, ld.entryPath(name)); err != nil {
+			if sub != nil {
+				sub.close()
+			}
+			return nil, nil, err
 		}
-		return nil, nil, err
 	}
 	return append(what, metaDiff(n, local)...), sub, nil
 }
@@ -239,33 +242,44 @@ func sameXattrs(img, local []erofs.Xattr) bool {
 	return slices.Equal(kept, local)
 }
 
-// sameContent reports whether the local regular file name of ld, which
-// lstat described as st, has the content of the image's file n.
-func (d *differ) sameContent(n *erofs.Node, ld *localDir, name string, st *unix.Stat_t) (bool, error) {
-	if uint64(st.Size) != n.Size {
-		return false, nil
+// sameContent reports whether the local regular file name of ld has the
+// content of the image's file n; st and local hold what lstat said of it.
+// If it opens the file, it sets local to the open file's metadata and
+// xattrs (cheaper through the descriptor than by path) and reports opened.
+func (d *differ) sameContent(n *erofs.Node, ld *localDir, name string, st *unix.Stat_t, local *erofs.Node) (same, opened bool, err error) {
+	if local.Size != n.Size {
+		return false, false, nil
 	}
 	f, err := ld.openFile(name, st)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	defer f.Close()
+	*local = *statNode(name, &f.st)
+	if local.Xattrs, err = readXattrs(f.fd, f.name); err != nil {
+		return false, false, err
+	}
+	same, err = d.sameAs(n, f)
+	return same, true, err
+}
+
+// sameAs compares the content of f, an open local file the size of the
+// image's file n, with n's.
+func (d *differ) sameAs(n *erofs.Node, f *rawFile) (bool, error) {
 	if n.Content != nil || n.Size == 0 {
 		// Inline content: small, compare directly. Reading one byte
 		// more than expected notices a file that grew meanwhile.
 		got, err := io.ReadAll(io.LimitReader(f, int64(len(n.Content))+1))
 		if err != nil {
-			return false, fmt.Errorf("read %s: %w", f.Name(), err)
+			return false, err
 		}
 		return bytes.Equal(got, n.Content), nil
 	}
 	if want, ok := imageDigest(n); ok {
-		got, err := verity.DigestFile(f)
+		// Read to the end, whatever the size now: a file that grew or
+		// shrank since the lstat has another digest.
+		got, _, err := verity.DigestReader(f)
 		if err != nil {
-			var now unix.Stat_t
-			if unix.Fstat(int(f.Fd()), &now) == nil && now.Size != st.Size {
-				return false, fmt.Errorf("%s: %w", f.Name(), errChanged)
-			}
 			return false, err
 		}
 		return got == want, nil
@@ -278,7 +292,7 @@ func (d *differ) sameContent(n *erofs.Node, ld *localDir, name string, st *unix.
 		return false, err
 	}
 	defer img.Close()
-	return sameStream(img, f, n.Path(), f.Name())
+	return sameStream(img, f, n.Path(), f.name)
 }
 
 // imageDigest returns the fs-verity digest the image records for the

@@ -360,6 +360,12 @@ func mergeCases(outside string) []mergeCase {
 			},
 		},
 		{
+			name:    "device number",
+			local:   func(tr tree) { tr.mod("console", func(e ent) ent { e.rdev = unix.Mkdev(4, 1); return e }) },
+			changes: []string{"M console (device)"},
+			want:    func(tr tree) { tr.mod("console", func(e ent) ent { e.rdev = unix.Mkdev(4, 1); return e }) },
+		},
+		{
 			name: "socket skipped",
 			local: func(tr tree) {
 				tr["control"] = ent{typ: erofs.ModeSock, perm: 0o600, mtime: tLocal}
@@ -589,29 +595,49 @@ func TestVanished(t *testing.T) {
 	}
 }
 
-// TestReplacedBySymlink swaps a local directory for a symlink to another
-// directory between the diff and the copy: the merge must copy the
-// symlink, not what it leads to.
+// TestReplacedBySymlink swaps local entries for symlinks leading outside
+// while the merge reads them, between the lstat and the open: the merge
+// must notice, read them again and copy the symlinks, never what they
+// lead to.
 func TestReplacedBySymlink(t *testing.T) {
 	needRoot(t)
 	outside := outsideTree(t)
-	mc := mergeCase{local: func(tr tree) {
-		tr["app"] = dir(0o755).local()
-		tr["app/a"] = file("a\n", 0o644).local()
-	}}
-	b, local, dest, _ := mc.setup(t, false)
-	testHook = func(p hookPoint, rel string) {
-		if p == hookCopy && rel == "app" {
-			must(t, os.RemoveAll(filepath.Join(local, "app")))
-			must(t, os.Symlink(filepath.Join(outside, "conf"), filepath.Join(local, "app")))
-		}
-	}
-	defer func() { testHook = nil }()
-	if _, err := Merge(b, local, dest); err != nil {
-		t.Fatal(err)
-	}
-	if target, err := os.Readlink(filepath.Join(dest, "app")); err != nil || target != filepath.Join(outside, "conf") {
-		t.Errorf("app in the merged /etc: %q, %v; want the symlink", target, err)
+	secret, conf := filepath.Join(outside, "secret"), filepath.Join(outside, "conf")
+	for point, name := range map[hookPoint]string{hookCopy: "before the copy", hookOpen: "between lstat and open"} {
+		t.Run(name, func(t *testing.T) {
+			mc := mergeCase{local: func(tr tree) {
+				tr["app"] = dir(0o755).local()
+				tr["app/a"] = file("a\n", 0o644).local()
+				tr["hostname"] = file("loc-host\n", 0o644).local() // same size as the image's
+			}}
+			b, local, dest, _ := mc.setup(t, false)
+			swap := map[string]string{"app": conf, "hostname": secret}
+			testHook = func(p hookPoint, rel string) {
+				if target, ok := swap[rel]; ok && p == point {
+					delete(swap, rel)
+					must(t, os.RemoveAll(filepath.Join(local, rel)))
+					must(t, os.Symlink(target, filepath.Join(local, rel)))
+				}
+			}
+			defer func() { testHook = nil }()
+			res, err := Merge(b, local, dest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rel, target := range map[string]string{"app": conf, "hostname": secret} {
+				if got, err := os.Readlink(filepath.Join(dest, rel)); err != nil || got != target {
+					t.Errorf("%s in the merged /etc: %q, %v; want the symlink to %s", rel, got, err, target)
+				}
+			}
+			// At hookOpen the diff already sees the symlink.
+			want := []string{"A app", "M hostname (content)"}
+			if point == hookOpen {
+				want = []string{"A app", "M hostname (type file->symlink)"}
+			}
+			if gs := changeStrings(res.Changes); !slices.Equal(gs, want) {
+				t.Errorf("changes %q, want %q", gs, want)
+			}
+		})
 	}
 }
 
@@ -667,5 +693,34 @@ func TestErrors(t *testing.T) {
 	}
 	if len(got) == 0 || got[0].Kind != Added {
 		t.Errorf("nil Root: %v", got)
+	}
+}
+
+// TestReplacedByRename replaces a file the way editors save one (a new
+// file renamed over it) between its lstat and its open: the diff must
+// read the new file's metadata with its content, not mix the two.
+func TestReplacedByRename(t *testing.T) {
+	needRoot(t)
+	mc := mergeCase{}
+	b, local, dest, _ := mc.setup(t, false)
+	done := false
+	testHook = func(p hookPoint, rel string) {
+		if p == hookOpen && rel == "hostname" && !done {
+			done = true
+			tmp := filepath.Join(local, ".hostname.new")
+			must(t, os.WriteFile(tmp, []byte("new-host\n"), 0o600))
+			must(t, os.Rename(tmp, filepath.Join(local, "hostname")))
+		}
+	}
+	defer func() { testHook = nil }()
+	res, err := Merge(b, local, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gs, want := changeStrings(res.Changes), []string{"M hostname (content, mode)"}; !slices.Equal(gs, want) {
+		t.Errorf("changes %q, want %q", gs, want)
+	}
+	if got := read(t, dest)["hostname"]; got.data != "new-host\n" || got.perm != 0o600 {
+		t.Errorf("merged hostname: %v", got)
 	}
 }

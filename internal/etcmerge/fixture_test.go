@@ -99,6 +99,7 @@ func oldImage() tree {
 		"os-release":           symlink("../usr/lib/os-release"),
 		"localtime":            symlink("/usr/share/zoneinfo/UTC"),
 		"initctl":              {typ: erofs.ModeFifo, perm: 0o600, mtime: tOld},
+		"console":              {typ: erofs.ModeChr, perm: 0o600, rdev: unix.Mkdev(5, 1), mtime: tOld},
 		"ssh":                  dir(0o755).xattr("user.dir", "ssh"),
 		"ssh/sshd_config":      file(sshd, 0o644),
 		"ssh/ssh_host_key":     file("private\n", 0o600),

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -34,6 +35,7 @@ type hookPoint int
 const (
 	hookStat hookPoint = iota // the diff is about to lstat a listed entry
 	hookCopy                  // the merge is about to read an entry to copy it
+	hookOpen                  // a directory or file that lstat saw is about to be opened
 )
 
 // testHook, when a test sets it, runs before a local entry is read, with
@@ -75,6 +77,7 @@ func openRoot(path string) (*localDir, error) {
 // openDir opens the subdirectory name of d. It reports errVanished when
 // name is gone and errChanged when it is no longer a directory.
 func (d *localDir) openDir(name string) (*localDir, error) {
+	hook(hookOpen, joinRel(d.rel, name))
 	fd, err := unix.Openat(d.fd, name, dirFlags, 0)
 	if err != nil {
 		return nil, localErr("open", d.entryPath(name), err)
@@ -134,24 +137,50 @@ func (d *localDir) readlink(name string) (string, error) {
 // openFile opens the regular file name of d for reading and checks that
 // it is still the inode st describes. O_NONBLOCK keeps the open from
 // hanging should a FIFO have taken the file's place.
-func (d *localDir) openFile(name string, st *unix.Stat_t) (*os.File, error) {
+func (d *localDir) openFile(name string, st *unix.Stat_t) (*rawFile, error) {
+	hook(hookOpen, joinRel(d.rel, name))
 	p := d.entryPath(name)
 	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, localErr("open", p, err)
 	}
-	f := os.NewFile(uintptr(fd), p)
-	var fst unix.Stat_t
-	if err := unix.Fstat(fd, &fst); err != nil {
+	f := &rawFile{fd: fd, name: p}
+	if err := unix.Fstat(fd, &f.st); err != nil {
 		f.Close()
 		return nil, &os.PathError{Op: "fstat", Path: p, Err: err}
 	}
-	if fst.Dev != st.Dev || fst.Ino != st.Ino || fst.Mode&unix.S_IFMT != unix.S_IFREG {
+	if f.st.Dev != st.Dev || f.st.Ino != st.Ino || f.st.Mode&unix.S_IFMT != unix.S_IFREG {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", p, errChanged)
 	}
 	return f, nil
 }
+
+// rawFile is an open local regular file. Thousands of them are read, and
+// a plain descriptor saves the system calls an os.File makes to find out
+// whether it could use the poller.
+type rawFile struct {
+	fd   int
+	name string
+	st   unix.Stat_t // of the open file
+}
+
+func (f *rawFile) Read(b []byte) (int, error) {
+	for {
+		n, err := unix.Read(f.fd, b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, &os.PathError{Op: "read", Path: f.name, Err: err}
+		case n == 0 && len(b) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+func (f *rawFile) Close() error { return unix.Close(f.fd) }
 
 // localErr wraps an error of reading the local tree, mapping the errnos
 // that mean "someone changed it meanwhile" to errVanished and errChanged.
