@@ -5,9 +5,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
+	"github.com/cfs-deploy/cfs-deploy/internal/etcmerge"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
 	"golang.org/x/sys/unix"
 )
@@ -141,34 +141,6 @@ func (co *checkouter) writeFile(n *erofs.Node, path string) error {
 	return f.Close()
 }
 
-// setMeta gives path n's owner, mode, xattrs and mtime. The owner comes
-// first because chown clears set-id bits; the mtime comes last because
-// the other changes only touch the ctime.
-func setMeta(path string, n *erofs.Node) error {
-	if err := os.Lchown(path, int(n.UID), int(n.GID)); err != nil {
-		return err
-	}
-	if !n.IsSymlink() {
-		if err := unix.Chmod(path, n.Mode&0o7777); err != nil {
-			return &os.PathError{Op: "chmod", Path: path, Err: err}
-		}
-	}
-	for _, x := range n.Xattrs {
-		// overlayfs keeps its own state under trusted.overlay.; in a
-		// directory that overlayfs may later use it would be misread.
-		if strings.HasPrefix(x.Key, "trusted.overlay.") {
-			continue
-		}
-		if err := unix.Lsetxattr(path, x.Key, []byte(x.Value), 0); err != nil {
-			return fmt.Errorf("%s: set xattr %s: %w", path, x.Key, err)
-		}
-	}
-	ts := []unix.Timespec{
-		{Sec: n.Mtime.Sec, Nsec: int64(n.Mtime.Nsec)}, // atime: images keep none
-		{Sec: n.Mtime.Sec, Nsec: int64(n.Mtime.Nsec)},
-	}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return &os.PathError{Op: "utimensat", Path: path, Err: err}
-	}
-	return nil
-}
+// setMeta gives path n's owner, mode, xattrs and mtime: the same rules
+// as the /etc merge, which writes the same kind of checkout.
+var setMeta = etcmerge.SetMeta
