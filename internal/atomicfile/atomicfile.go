@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/crashpoint"
 )
 
 // File is a pending replacement of a destination path.
@@ -58,6 +60,9 @@ func (f *File) Commit() error {
 		os.Remove(tmp)
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
+	// Crash tests stop here: the new content is complete under its
+	// temporary name, the destination still holds the old.
+	crashpoint.Here("atomicfile-before-rename")
 	if err := os.Rename(tmp, f.dest); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("rename %s to %s: %w", tmp, f.dest, err)

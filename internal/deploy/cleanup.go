@@ -72,6 +72,9 @@ func (h *Host) Cleanup() (*CleanupReport, error) {
 			continue
 		}
 		rep.States = append(rep.States, h.Deployment(img))
+		if err := checkpoint("cleanup-state"); err != nil {
+			return rep, err
+		}
 	}
 
 	files, err := os.ReadDir(h.BootJoin(sysroot.BootFilesDir))

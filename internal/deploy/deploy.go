@@ -26,6 +26,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/cfs-deploy/cfs-deploy/internal/crashpoint"
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
 	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
@@ -127,7 +128,11 @@ type Result struct {
 // returns is treated as a failure of that step.
 var failpoint func(step string) error
 
+// checkpoint marks a step after which a crash or a failure must leave the
+// sysroot booting the old or the new state: crash tests kill the process
+// there (internal/crashpoint), unit tests inject an error (failpoint).
 func checkpoint(step string) error {
+	crashpoint.Here(step)
 	if failpoint != nil {
 		if err := failpoint(step); err != nil {
 			return fmt.Errorf("%s: %w", step, err)

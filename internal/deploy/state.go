@@ -89,6 +89,9 @@ func (h *Host) createDeployment(root *erofs.Node, img verity.Digest, o sysroot.O
 	if err := checkoutOrEmpty(h.Repo, treeNode(root, "/etc"), etc); err != nil {
 		return dir, nil, fmt.Errorf("check out /etc: %w", err)
 	}
+	if err := checkpoint("checkout-etc"); err != nil {
+		return dir, nil, err
+	}
 	var rep *MergeReport
 	if merge != nil {
 		if rep, err = h.mergeEtc(merge, etc); err != nil {
@@ -129,6 +132,9 @@ func (h *Host) discardState(img verity.Digest) error {
 		return fmt.Errorf("remove deployment state %s: %w", dir, err)
 	}
 	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	if err := checkpoint("state-renamed"); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(gone); err != nil {

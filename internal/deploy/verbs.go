@@ -52,6 +52,9 @@ func (h *Host) Rollback() (*Deployment, error) {
 	if err := h.moveToFront(ds, d); err != nil {
 		return nil, err
 	}
+	if err := checkpoint("rollback-entry"); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -126,6 +129,9 @@ func (h *Host) remove(ds *Deployments, d *Deployment) (*Removed, error) {
 			return rm, err
 		}
 		rm.State = true
+		if err := checkpoint("undeploy-state"); err != nil {
+			return rm, err
+		}
 	}
 	files, err := h.removeUnreferencedBootFiles(bootFilesOf(d.Entry))
 	rm.Files = append(rm.Files, files...)
