@@ -369,3 +369,29 @@ func (d *ESPDisk) CopyTree(src, dst string) error {
 		}
 	})
 }
+
+// CopyTreeFromExt4 copies the directory srcDir of the ext2/3/4 image img
+// (debugfs rdump: the image is not mounted) into the ESP directory dst,
+// for example a /boot that `cfs-deploy rollout --boot` wrote on a root
+// disk, so that systemd-boot boots what cfs-deploy installed there.
+func (d *ESPDisk) CopyTreeFromExt4(img, srcDir, dst string) error {
+	tmp, err := os.MkdirTemp("", "esp-rdump-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	srcDir = path.Clean(srcDir)
+	if _, err := Debugfs(img, fmt.Sprintf("rdump %s %s", srcDir, tmp)); err != nil {
+		return err
+	}
+	// rdump puts the directory itself into tmp; the root is dumped as
+	// its contents.
+	from := filepath.Join(tmp, path.Base(srcDir))
+	if srcDir == "/" {
+		from = tmp
+	}
+	if _, err := os.Stat(from); err != nil {
+		return fmt.Errorf("debugfs rdump %s from %s: %w", srcDir, img, err)
+	}
+	return d.CopyTree(from, dst)
+}

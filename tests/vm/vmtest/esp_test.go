@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -89,7 +90,9 @@ func TestESPDisk(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sfdisk --dump: %v\n%s", err, pt)
 	}
-	t.Logf("partition table:\n%s", pt)
+	if !strings.Contains(string(pt), "start=        2048, size=       81920, type="+espType) {
+		t.Errorf("want one ESP of 40 MiB at 1 MiB; sfdisk --dump:\n%s", pt)
+	}
 	// fsck.vfat checks a file system image, not a partitioned disk: cut
 	// the partition out.
 	part := filepath.Join(t.TempDir(), "part.img")
@@ -98,5 +101,37 @@ func TestESPDisk(t *testing.T) {
 	}
 	if out, err := exec.Command("fsck.vfat", "-n", part).CombinedOutput(); err != nil {
 		t.Errorf("fsck.vfat -n: %v\n%s", err, out)
+	}
+}
+
+func TestESPCopyTreeFromExt4(t *testing.T) {
+	for _, tool := range []string{"mcopy", "mkfs.vfat", "sfdisk", "mkfs.ext4", "debugfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (mtools, dosfstools, fdisk, e2fsprogs)", tool)
+		}
+	}
+	img := MakeExt4(t, "8M", map[string]string{
+		"boot/loader/entries/a+2.conf": "title a\n",
+		"boot/cfs-deploy/vmlinuz-x":    "kernel",
+		"etc/other":                    "not copied",
+	}, false)
+	d, err := NewESPDisk(filepath.Join(t.TempDir(), "esp.img"), 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.CopyTreeFromExt4(img, "/boot", "/"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.Entries(); err != nil || !reflect.DeepEqual(got, []string{"a+2.conf"}) {
+		t.Errorf("Entries = %q, %v", got, err)
+	}
+	if got, err := d.ReadFile("/cfs-deploy/vmlinuz-x"); err != nil || string(got) != "kernel" {
+		t.Errorf("kernel = %q, %v", got, err)
+	}
+	if ents, err := d.ReadDir("/"); err != nil || len(ents) != 2 {
+		t.Errorf("ESP root holds %v, %v; want cfs-deploy and loader", ents, err)
+	}
+	if err := d.CopyTreeFromExt4(img, "/missing", "/"); err == nil {
+		t.Error("copying a missing directory succeeded")
 	}
 }
