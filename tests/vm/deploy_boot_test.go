@@ -31,6 +31,7 @@ func TestDeployBoot(t *testing.T) {
 	t.Run("tampered-image", f.testTamperedImage)
 	t.Run("insecure", f.testInsecure)
 	t.Run("failures", f.testFailures)
+	t.Run("dracut", f.testDracut)
 }
 
 // checkedFiles are the test OS files whose content a boot compares.
