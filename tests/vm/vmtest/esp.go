@@ -395,3 +395,23 @@ func (d *ESPDisk) CopyTreeFromExt4(img, srcDir, dst string) error {
 	}
 	return d.CopyTree(from, dst)
 }
+
+// AppendEntryOptions adds kernel arguments to the options of the entry
+// file /loader/entries/<name> (a new options line; systemd-boot joins
+// them), keeping its name. Tests add what the console needs
+// (console=ttyS0) and their own knobs to entries cfs-deploy wrote.
+func (d *ESPDisk) AppendEntryOptions(name string, args ...string) error {
+	if strings.Contains(name, "/") {
+		return fmt.Errorf("entry name %q: want a file name in /loader/entries", name)
+	}
+	p := "/loader/entries/" + name
+	text, err := d.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	s := string(text)
+	if s != "" && !strings.HasSuffix(s, "\n") {
+		s += "\n"
+	}
+	return d.WriteFile(p, []byte(s+"options "+strings.Join(args, " ")+"\n"))
+}

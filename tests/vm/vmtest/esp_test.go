@@ -62,6 +62,12 @@ func TestESPDisk(t *testing.T) {
 	if err := d.Remove("/loader/entries/good.conf"); err != nil {
 		t.Fatal(err)
 	}
+	if err := d.AppendEntryOptions("bad+0-1.conf", "console=ttyS0", "x=1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.ReadFile("/loader/entries/bad+0-1.conf"); err != nil || string(got) != "title bad\noptions console=ttyS0 x=1\n" {
+		t.Errorf("after AppendEntryOptions: %q, %v", got, err)
+	}
 	ents, err := d.ReadDir("/loader/entries")
 	if want := []ESPDirEntry{{"bad+0-1.conf", false}, {"new", true}}; err != nil || !reflect.DeepEqual(ents, want) {
 		t.Errorf("ReadDir = %v, %v; want %v", ents, err, want)
