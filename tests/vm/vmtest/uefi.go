@@ -34,7 +34,7 @@ type UEFIConfig struct {
 	// first, then the root disk.
 	Disks    []string
 	MemoryMB int           // default 1024
-	Timeout  time.Duration // for the whole boot; default 90s (firmware and loader add about 4 s)
+	Timeout  time.Duration // for the whole boot; default 2 min (firmware and loader add 4-20 s under TCG)
 	QEMUArgs []string      // extra arguments, appended last
 }
 
@@ -91,7 +91,7 @@ func BootUEFI(t testing.TB, cfg UEFIConfig) *VM {
 		cfg.MemoryMB = 1024
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 90 * time.Second
+		cfg.Timeout = 2 * time.Minute
 	}
 	for _, p := range []string{OVMFCode, cfg.Vars} {
 		if strings.Contains(p, ",") {
