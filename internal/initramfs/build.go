@@ -247,9 +247,10 @@ func regularFile(fsys fs.FS, src, name string) (*entry, error) {
 	return &entry{name: name, mode: modeReg | uint32(fi.Mode().Perm()), src: src, fsys: fsys, size: fi.Size()}, nil
 }
 
-// findModDir locates usr/lib/modules/<kver> or lib/modules/<kver> in fsys;
-// dir is a path in fsys, and tree names fsys in messages.
-func findModDir(fsys fs.FS, tree, kver string) (dir, version string, err error) {
+// FindModuleDir locates usr/lib/modules/<kver> or lib/modules/<kver> in fsys
+// (with kver empty, the only version there is); dir is a path in fsys, and
+// tree names fsys in messages.
+func FindModuleDir(fsys fs.FS, tree, kver string) (dir, version string, err error) {
 	bases := []string{"usr/lib/modules", "lib/modules"}
 	if kver == "" {
 		seen := make(map[string]bool)
@@ -291,7 +292,7 @@ func addModules(im *image, m *Manifest, opts Options, fsys fs.FS, tree string) e
 		m.Notes = append(m.Notes, "no modules: no ModulesTree given")
 		return nil
 	}
-	modDir, kver, err := findModDir(fsys, tree, opts.KernelVersion)
+	modDir, kver, err := FindModuleDir(fsys, tree, opts.KernelVersion)
 	if err != nil {
 		return err
 	}

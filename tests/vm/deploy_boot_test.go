@@ -32,6 +32,7 @@ func TestDeployBoot(t *testing.T) {
 	t.Run("insecure", f.testInsecure)
 	t.Run("failures", f.testFailures)
 	t.Run("lifecycle", f.testLifecycle)
+	t.Run("dracut", f.testDracut)
 }
 
 // checkedFiles are the test OS files whose content a boot compares.

@@ -46,9 +46,10 @@ type VM struct {
 
 	mu       sync.Mutex
 	output   strings.Builder
-	lines    []string      // complete console lines, without line endings
-	next     int           // WaitFor resumes its search here
-	changed  chan struct{} // closed and replaced whenever lines or exit state change
+	lines    []string        // complete console lines, without line endings
+	arrived  []time.Duration // when each line arrived, since start
+	next     int             // WaitFor resumes its search here
+	changed  chan struct{}   // closed and replaced whenever lines or exit state change
 	exited   bool
 	exitCode int
 	done     chan struct{} // closed once QEMU has exited and its output is read
@@ -76,14 +77,28 @@ func Boot(t testing.TB, cfg Config) *VM {
 		"-initrd", cfg.Initrd,
 		"-append", strings.TrimSpace("console=ttyS0 panic=-1 " + cfg.Append),
 	}
-	for _, d := range cfg.Disks {
+	args = append(args, diskArgs(t, cfg.Disks)...)
+	args = append(args, cfg.QEMUArgs...)
+	return startQEMU(t, args, cfg.Timeout)
+}
+
+// diskArgs attaches raw images as virtio-blk disks, in order.
+func diskArgs(t testing.TB, disks []string) []string {
+	t.Helper()
+	var args []string
+	for _, d := range disks {
 		if strings.Contains(d, ",") {
 			t.Fatalf("disk path %q: QEMU's -drive cannot take a comma", d)
 		}
 		args = append(args, "-drive", "file="+d+",if=virtio,format=raw")
 	}
-	args = append(args, cfg.QEMUArgs...)
+	return args
+}
 
+// startQEMU runs QEMU with args and starts reading its console; Boot and
+// BootUEFI share it.
+func startQEMU(t testing.TB, args []string, timeout time.Duration) *VM {
+	t.Helper()
 	dir := t.TempDir()
 	vm := &VM{
 		t:       t,
@@ -104,7 +119,7 @@ func Boot(t testing.TB, cfg Config) *VM {
 	vm.cmd.Stdout, vm.cmd.Stderr = pw, pw // QEMU's own errors land in the log too
 	t.Logf("%s %s", QEMU, shellQuote(args))
 	vm.start = time.Now()
-	vm.deadline = vm.start.Add(cfg.Timeout)
+	vm.deadline = vm.start.Add(timeout)
 	err = vm.cmd.Start()
 	pw.Close()
 	if err != nil {
@@ -143,6 +158,7 @@ func (vm *VM) read(r io.ReadCloser, log *os.File) {
 			vm.mu.Lock()
 			vm.output.WriteString(chunk)
 			vm.lines = append(vm.lines, line)
+			vm.arrived = append(vm.arrived, time.Since(vm.start))
 			vm.notifyLocked()
 			vm.mu.Unlock()
 		}

@@ -7,6 +7,14 @@
 // (QEMU exits 0 and the console shows PowerDown) or reboots on failure, which
 // -no-reboot turns into an exit as well (Reboot).
 //
+// For boots through firmware and a boot loader, MakeESPDisk builds a GPT
+// disk with an EFI System Partition holding systemd-boot and the entries,
+// kernels and initramfs images of a host tree (or, with CopyTreeFromExt4,
+// of a /boot that cfs-deploy wrote on a root disk); BootUEFI boots it with
+// OVMF, the root disk attached second. ESPDisk reads the partition back
+// after a boot (Entries shows systemd-boot's counter renames) and edits it
+// between boots. VM.KernelStart times firmware and loader.
+//
 // Everything here needs root (mounting, /var/cache), qemu-system-x86_64 and
 // e2fsprogs; Require skips a test when they are missing.
 package vmtest
