@@ -14,6 +14,7 @@ import (
 	"github.com/cfs-deploy/cfs-deploy/internal/config"
 	"github.com/cfs-deploy/cfs-deploy/internal/deploy"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
+	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 )
 
 const hostOptionsHelp = `  --sysroot DIR     the physical root holding composefs/ and state/ (default:
@@ -91,7 +92,7 @@ Options:
                       [--replace KEY=VALUE]... [--sysroot DIR] [--boot DIR] [--json]
 
 Without edits, prints the kernel command line of a deployment (default:
-the default deployment, index 0). With edits, applies them in the order
+the staged deployment if there is one, else the default, index 0). With edits, applies them in the order
 given and writes the deployment's boot entry anew, atomically:
   --append ARG         add ARG unless the same argument is there
   --delete KEY=VALUE   remove that exact argument
@@ -103,7 +104,7 @@ rootwait=N, cfs.reboot-delay=N, ...), else nothing is written. New
 deployments inherit the arguments of the one they are rolled out from.
 
 Options:
-  --deployment INDEX  which deployment (default 0)
+  --deployment INDEX  which deployment (default: the staged one, else 0)
 ` + hostOptionsHelp + `
   --json            print {"index": N, "entry": ..., "kargs": ...}`),
 	})
@@ -121,6 +122,37 @@ cfs-deploy entry but state directories exist (a wrong --boot).
 Options:
 ` + hostOptionsHelp + `
   --json            print what was removed as JSON`),
+	})
+	register("mark-good", command{
+		summary: "mark the running deployment's boot good (drop its boot counter)",
+		run:     runMarkGood,
+		usage: usageText(`Usage: cfs-deploy mark-good [--sysroot DIR] [--boot DIR]
+
+On the running system, renames the booted deployment's entry to drop its
+boot counter (NAME+1-1.conf -> NAME.conf), so the boot loader stops
+counting its tries and keeps booting it. Call it once the system is known
+to work: cfs-deploy-mark-good.service does so after boot-complete.target
+on systemd; another init calls it at the end of its boot. An entry without
+a counter is left alone.
+
+Options:
+` + hostOptionsHelp),
+	})
+	register("finalize", command{
+		summary: "make the staged deployment the default (at shutdown)",
+		run:     runFinalize,
+		usage: usageText(`Usage: cfs-deploy finalize [--sysroot DIR] [--boot DIR] [--json]
+
+Finishes "rollout --stage": builds the staged deployment's /etc again from
+the new image and the running system's /etc as it is now, then writes its
+entry and makes it the default. cfs-deploy-finalize.service runs it at
+shutdown; it can be run by hand. Without a staged deployment it does
+nothing. If it fails, the old default stays, the staged deployment is
+dropped, and the next "cfs-deploy status" says why.
+
+Options:
+` + hostOptionsHelp + `
+  --json            print the result as JSON`),
 	})
 	register("etc-diff", command{
 		summary: "list a deployment's local /etc changes",
@@ -276,20 +308,29 @@ func runStatus(prog string, args []string) error {
 	if err != nil {
 		return err
 	}
+	failure, err := h.FinalizeFailure()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: warning: %v\n", prog, err)
+	}
 	if *asJSON {
 		out := struct {
-			Deployments []deploymentJSON `json:"deployments"`
-		}{Deployments: []deploymentJSON{}}
-		for _, d := range ds.List {
+			Deployments []deploymentJSON         `json:"deployments"`
+			Finalize    *sysroot.FinalizeFailure `json:"finalize_failure,omitempty"`
+		}{Deployments: []deploymentJSON{}, Finalize: failure}
+		for _, d := range ds.All() {
 			out.Deployments = append(out.Deployments, toJSON(d))
 		}
 		return printJSON(out)
 	}
-	if len(ds.List) == 0 {
+	if len(ds.All()) == 0 {
 		fmt.Printf("no deployments in %s\n", h.Entries())
 	}
-	for _, d := range ds.List {
+	for _, d := range ds.All() {
 		printDeployment(d)
+	}
+	if failure != nil {
+		fmt.Printf("LAST FINALIZE FAILED at %s: staged deployment %s was not made the default: %s\n",
+			failure.Time.Format(time.RFC3339), short(failure.Image.String()), failure.Error)
 	}
 	if ds.EntryErrors != nil {
 		fmt.Fprintf(os.Stderr, "%s: warning: %v\n", prog, ds.EntryErrors)
@@ -338,6 +379,13 @@ func short(s string) string {
 	return s
 }
 
+// isSet reports whether the option name was given.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // noOperands parses a command that takes none.
 func noOperands(fs *flag.FlagSet, args []string) error {
 	ops, err := cliutil.Parse(fs, args)
@@ -373,14 +421,17 @@ func runRollback(prog string, args []string) error {
 		return err
 	}
 	defer closeHost(h)
-	d, err := h.Rollback()
+	rb, err := h.Rollback()
 	if errors.Is(err, deploy.ErrOnlyOne) {
 		return fmt.Errorf("%w: nothing to roll back to", err)
 	}
 	if err != nil {
 		return err
 	}
-	j := toJSON(d)
+	if !rb.Discarded.IsZero() {
+		fmt.Printf("discarded the staged deployment %s: it will not be finalized\n", short(rb.Discarded.String()))
+	}
+	j := toJSON(rb.Default)
 	fmt.Printf("default is now %s %s (image %s); the former default is the rollback. Reboot to use it.\n", j.Branch, j.Version, short(j.Image))
 	return nil
 }
@@ -452,7 +503,7 @@ func (k kargsOp) Set(v string) error {
 func runKargs(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	hf := addHostFlags(fs)
-	index := fs.Int("deployment", 0, "")
+	index := fs.Int("deployment", -1, "")
 	asJSON := fs.Bool("json", false, "")
 	var edits kargsEdits
 	for _, op := range []string{"append", "delete", "replace"} {
@@ -461,7 +512,7 @@ func runKargs(prog string, args []string) error {
 	if err := noOperands(fs, args); err != nil {
 		return err
 	}
-	if *index < 0 {
+	if isSet(fs, "deployment") && *index < 0 {
 		return cliutil.Usagef("--deployment must be a deployment's number from status (0, 1, ...)")
 	}
 	h, _, err := hf.open(false)
@@ -567,5 +618,64 @@ func runEtcDiff(prog string, args []string) error {
 	for _, c := range changes {
 		fmt.Println(c.String())
 	}
+	return nil
+}
+
+func runMarkGood(prog string, args []string) error {
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	hf := addHostFlags(fs)
+	if err := noOperands(fs, args); err != nil {
+		return err
+	}
+	h, _, err := hf.open(false)
+	if err != nil {
+		return err
+	}
+	defer closeHost(h)
+	entry, counted, err := h.MarkGood()
+	if err != nil {
+		return err
+	}
+	if counted {
+		fmt.Printf("marked good: %s\n", entry)
+	} else {
+		fmt.Printf("%s is not counted; nothing to do\n", entry)
+	}
+	return nil
+}
+
+func runFinalize(prog string, args []string) error {
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	hf := addHostFlags(fs)
+	asJSON := fs.Bool("json", false, "")
+	if err := noOperands(fs, args); err != nil {
+		return err
+	}
+	h, _, err := hf.open(true)
+	if err != nil {
+		return err
+	}
+	defer closeHost(h)
+	if !*asJSON {
+		h.Log = os.Stderr
+	}
+	fin, err := h.Finalize()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(fin)
+	}
+	if fin == nil {
+		fmt.Println("no staged deployment")
+		return nil
+	}
+	for _, w := range fin.Warnings {
+		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", prog, w)
+	}
+	if fin.Merge != nil {
+		fmt.Println(fin.Merge.String())
+	}
+	fmt.Printf("finalized %s: entry %s is the default\n", short(fin.Image.String()), fin.Entry)
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"strings"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
 	"github.com/cfs-deploy/cfs-deploy/internal/deploy"
@@ -14,7 +16,8 @@ func init() {
 		summary: "make a commit bootable and the boot default",
 		run:     runRollout,
 		usage: usageText(`Usage: cfs-deploy rollout [--sysroot DIR] [--boot DIR] [--root SPEC] [--karg ARG]...
-                          [--stateroot NAME] [--keep-rollback N] [--cfs-init PATH]
+                          [--stateroot NAME] [--keep-rollback N] [--tries N] [--stage]
+                          [--cfs-init PATH]
                           [--module NAME]... [--insecure] [--json] BRANCH|COMMIT
 
 Makes a commit a new deployment and the boot loader's default; the earlier
@@ -32,7 +35,14 @@ default becomes the rollback deployment:
     root=SPEC rw composefs=<digest> plus the kernel arguments of the merge
     deployment and --karg; its sort-key and version put it first.
 An image that is deployed already is moved to the front with its /etc as it
-is. Afterwards retention removes deployments beyond the default, the booted
+is.
+With --tries N the entry is counted (NAME+N.conf, BLS boot assessment):
+systemd-boot tries it N times and then falls back to the previous default
+by itself, unless a boot runs "cfs-deploy mark-good" first.
+With --stage (running system only) everything but the entry is prepared
+now; "cfs-deploy finalize", run at shutdown by cfs-deploy-finalize.service,
+merges /etc again with the edits made since and makes it the default. A
+crash before finalize keeps the old default. Afterwards retention removes deployments beyond the default, the booted
 one, the pinned ones and --keep-rollback more.
 The commit's image and every object it references must be present (and
 carry fs-verity in a secure repository). A repository without fs-verity
@@ -51,6 +61,9 @@ Options:
   --keep-rollback N deployments after the default that retention keeps
                     (default: [deploy] keep-rollback in config.toml, else 1)
   --no-retention    remove no deployment after the rollout
+  --tries N         count the new entry's boot tries (default: [deploy]
+                    boot-tries in config.toml, else 0: not counted)
+  --stage           prepare now, make it the default at shutdown (finalize)
   --cfs-init PATH   init for a built initramfs (default: next to cfs-deploy,
                     else ` + deploy.SystemInit + `)
   --module NAME     another module for a built initramfs (repeatable)
@@ -68,6 +81,8 @@ func runRollout(prog string, args []string) error {
 	asJSON := fs.Bool("json", false, "")
 	insecure := fs.Bool("insecure", false, "")
 	keep := fs.Int("keep-rollback", -1, "")
+	tries := fs.Int("tries", -1, "")
+	stage := fs.Bool("stage", false, "")
 	noRetention := fs.Bool("no-retention", false, "")
 	var kargs, modules stringList
 	fs.Var(&kargs, "karg", "")
@@ -79,8 +94,11 @@ func runRollout(prog string, args []string) error {
 	if err := cliutil.CheckOperands(ops, 1, 1, "name one branch or commit"); err != nil {
 		return err
 	}
-	if fs.Lookup("keep-rollback").Value.String() != "-1" && *keep < 0 {
+	if isSet(fs, "keep-rollback") && *keep < 0 {
 		return cliutil.Usagef("--keep-rollback must be 0 or more")
+	}
+	if isSet(fs, "tries") && (*tries < 0 || *tries > 1000) {
+		return cliutil.Usagef("--tries must be between 0 (not counted) and 1000")
 	}
 	h, c, err := hf.open(true)
 	if err != nil {
@@ -96,9 +114,14 @@ func runRollout(prog string, args []string) error {
 	if *keep >= 0 {
 		keepRollback = *keep
 	}
+	bootTries := c.Deploy.BootTries
+	if *tries >= 0 {
+		bootTries = *tries
+	}
 	res, err := h.Rollout(deploy.Options{
 		Ref: ops[0], Stateroot: *stateroot, Root: *root, Kargs: kargs, Init: *initPath, Modules: modules,
 		AllowInsecure: *insecure, KeepRollback: &keepRollback, NoRetention: *noRetention,
+		Tries: bootTries, Stage: *stage,
 	})
 	if err != nil {
 		return err
@@ -112,11 +135,37 @@ func runRollout(prog string, args []string) error {
 	for _, rm := range res.Removed {
 		fmt.Fprintf(os.Stderr, "retention: removed deployment %s (entry %s, %d boot files)\n", short(rm.Image.String()), rm.Entry, len(rm.Files))
 	}
+	if !res.Discarded.IsZero() {
+		fmt.Fprintf(os.Stderr, "discarded the staged deployment %s\n", short(res.Discarded.String()))
+	}
+	if res.Staged {
+		fmt.Printf("staged %s: it becomes the default when \"cfs-deploy finalize\" runs at shutdown\n", short(res.Image.String()))
+		if err := startFinalizeUnit(); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: warning: %v; run \"cfs-deploy finalize\" before the system stops, or the staged deployment is lost\n", prog, err)
+		}
+	}
 	if res.Merge != nil {
 		fmt.Printf("%s (from deployment %s)\n", res.Merge.String(), short(res.MergedFrom.String()))
 	} else if !res.StateCreated {
 		fmt.Printf("image %s was deployed already: moved to the front, its /etc kept\n", short(res.Image.String()))
 	}
 	fmt.Printf("entry     %s\nkernel    %s\ninitramfs %s\ncmdline   %s\n", res.Entry, res.Kernel, res.Initramfs, res.Cmdline)
+	return nil
+}
+
+// finalizeUnit runs "cfs-deploy finalize" when it stops, i.e. at shutdown.
+const finalizeUnit = "cfs-deploy-finalize.service"
+
+// startFinalizeUnit starts the unit that finalizes a staged deployment at
+// shutdown, on a system that runs systemd. Elsewhere the init system must
+// run "cfs-deploy finalize" itself; that is not an error.
+func startFinalizeUnit() error {
+	if _, err := os.Stat("/run/systemd/system"); err != nil {
+		return nil
+	}
+	out, err := exec.Command("systemctl", "start", finalizeUnit).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("systemctl start %s: %v: %s", finalizeUnit, err, strings.TrimSpace(string(out)))
+	}
 	return nil
 }

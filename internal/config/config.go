@@ -40,6 +40,8 @@ type Deploy struct {
 	// Boot is the boot directory (/boot, an ESP); empty: what rollout
 	// recorded in the sysroot, else <sysroot>/boot.
 	Boot string `toml:"boot"`
+	// BootTries counts the boot tries of new entries (0: not counted).
+	BootTries int `toml:"boot-tries"`
 }
 
 // Defaults are used for anything the file does not set.
@@ -79,6 +81,9 @@ func Load(path string) (Config, error) {
 	}
 	if c.Deploy.KeepRollback < 0 {
 		return c, fmt.Errorf("configuration %s: deploy.keep-rollback must be >= 0", path)
+	}
+	if c.Deploy.BootTries < 0 || c.Deploy.BootTries > 1000 {
+		return c, fmt.Errorf("configuration %s: deploy.boot-tries must be between 0 and 1000", path)
 	}
 	c.Source = path
 	return c, nil

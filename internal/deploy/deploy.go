@@ -24,8 +24,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
+	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 	"github.com/cfs-deploy/cfs-deploy/internal/crashpoint"
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
@@ -83,9 +85,18 @@ type Options struct {
 	KeepRollback *int
 	// NoRetention keeps every deployment.
 	NoRetention bool
-	// BootRecord and Cmdline override where the running system's boot
-	// record and command line are read (tests).
-	BootRecord, Cmdline string
+	// Tries, if above 0, writes the entry with a boot counter
+	// (NAME+Tries.conf): the boot loader tries it that many times, and
+	// falls back to the next deployment unless a boot marks it good
+	// (MarkGood) first.
+	Tries int
+	// Stage prepares the deployment (state, /var, boot files) without
+	// an entry; Finalize, at the running system's shutdown, merges /etc
+	// again and makes it the default. Needs the running system.
+	Stage bool
+	// RunDir and Cmdline override where the running system's records and
+	// command line are read (tests).
+	RunDir, Cmdline string
 	// Log, if set, receives progress lines.
 	Log io.Writer
 }
@@ -120,6 +131,12 @@ type Result struct {
 	NewBootFiles []string `json:"new_boot_files"`
 	// Removed lists the deployments retention removed afterwards.
 	Removed []Removed `json:"removed"`
+	// Staged is set when the deployment was staged: it becomes the
+	// default when Finalize runs.
+	Staged bool `json:"staged"`
+	// Discarded is the image of a staged deployment this rollout
+	// replaced.
+	Discarded verity.Digest `json:"discarded_staged,omitzero"`
 	// Warnings are things the operator should know; the rollout worked.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -160,7 +177,7 @@ func Rollout(opts Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	h.BootRecord, h.Cmdline, h.Log = opts.BootRecord, opts.Cmdline, opts.Log
+	h.RunDir, h.Cmdline, h.Log = opts.RunDir, opts.Cmdline, opts.Log
 	return h.Rollout(opts)
 }
 
@@ -175,6 +192,9 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		if err := sysroot.CheckStateroot(opts.Stateroot); err != nil {
 			return nil, err
 		}
+	}
+	if opts.Tries < 0 {
+		return nil, fmt.Errorf("boot tries %d: want 0 (no counting) or more", opts.Tries)
 	}
 	extra, err := parseKargs(opts.Kargs)
 	if err != nil {
@@ -218,6 +238,14 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Stage && !ds.Running {
+		return nil, fmt.Errorf("sysroot %s: %w", h.Path, ErrNotRunning)
+	}
+	// A new rollout supersedes a staged one, staged or not itself.
+	discarded, err := h.discardStaged(ds)
+	if err != nil {
+		return nil, err
+	}
 	existing := ds.ByImage(img)
 	merge := h.mergeDeployment(ds, opts.Stateroot)
 	// The deployment whose entry the new one takes its kernel arguments
@@ -243,7 +271,7 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		return nil, err
 	}
 
-	res = &Result{Commit: id, Image: img, Stateroot: stateroot, NewBootFiles: []string{}, Removed: []Removed{}}
+	res = &Result{Commit: id, Image: img, Stateroot: stateroot, NewBootFiles: []string{}, Removed: []Removed{}, Discarded: discarded}
 	if branchIs(r, opts.Ref, id) {
 		res.Branch = opts.Ref
 	}
@@ -313,42 +341,74 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 	}
 
 	e := newEntry(c, id, tfs, bf, cmdline)
+	if opts.Tries > 0 {
+		e.Counter = &bootcfg.BootCounter{Left: opts.Tries}
+	}
 	res.Cmdline = cmdline.String()
+	if opts.Stage {
+		st := &sysroot.Staged{
+			Image: img, Commit: id, Stateroot: stateroot, MergedFrom: res.MergedFrom,
+			Created: time.Now().UTC().Truncate(time.Second), Title: e.Title, Linux: e.Linux,
+			Initrd: e.Initrd, Options: res.Cmdline, Tries: opts.Tries,
+			KeepRollback: opts.KeepRollback, NoRetention: opts.NoRetention,
+		}
+		if err := h.writeStaged(st); err != nil {
+			return nil, err
+		}
+		res.Staged = true
+		h.logf("staged %s: finalize makes it the default at shutdown", img)
+		return res, nil
+	}
 	if res.Entry, err = h.writeEntry(e, ds.frontVersion(), u); err != nil {
 		return nil, err
 	}
 	if err := checkpoint("entry"); err != nil {
 		return nil, err
 	}
-	warn, err := h.dropLoaderDefault(u)
-	if err != nil {
+	if res.Warnings, res.Removed, err = h.afterNewDefault(u, opts.NoRetention, opts.KeepRollback); err != nil {
 		return nil, err
-	}
-	if warn != "" {
-		res.Warnings = append(res.Warnings, warn)
-	}
-	if err := checkpoint("loader"); err != nil {
-		return nil, err
-	}
-	if err := h.recordBootDir(); err != nil {
-		res.Warnings = append(res.Warnings, err.Error())
-	}
-
-	// The rollout is done; what follows only tidies up, and its failures
-	// are reported without taking the new default back.
-	err = nil
-	if !opts.NoRetention {
-		keep := DefaultKeepRollback
-		if opts.KeepRollback != nil {
-			keep = *opts.KeepRollback
-		}
-		removed, rerr := h.retain(keep)
-		res.Removed = append(res.Removed, removed...)
-		if rerr != nil {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("retention: %v", rerr))
-		}
 	}
 	return res, nil
+}
+
+// afterNewDefault finishes making a new entry the default: it drops a
+// loader.conf default that would override the order, records the boot
+// directory, forgets an earlier finalize failure, and applies retention.
+// Only the first step can fail the verb (and undo it: a default line
+// naming the old entry would keep it booting); the others are tidying up,
+// whose failures are warnings.
+func (h *Host) afterNewDefault(u *undo, noRetention bool, keepRollback *int) (warnings []string, removed []Removed, err error) {
+	warn, err := h.dropLoaderDefault(u)
+	if err != nil {
+		return nil, nil, err
+	}
+	if warn != "" {
+		warnings = append(warnings, warn)
+	}
+	if err := checkpoint("loader"); err != nil {
+		return nil, nil, err
+	}
+	if err := h.recordBootDir(); err != nil {
+		warnings = append(warnings, err.Error())
+	}
+	if err := os.Remove(h.Join(sysroot.FinalizeFailed)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		warnings = append(warnings, err.Error())
+	}
+	if noRetention {
+		return warnings, []Removed{}, nil
+	}
+	keep := DefaultKeepRollback
+	if keepRollback != nil {
+		keep = *keepRollback
+	}
+	removed, err = h.retain(keep)
+	if err != nil {
+		warnings = append(warnings, fmt.Sprintf("retention: %v", err))
+	}
+	if removed == nil {
+		removed = []Removed{}
+	}
+	return warnings, removed, nil
 }
 
 // mergeDeployment picks the deployment whose local /etc changes a new

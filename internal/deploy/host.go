@@ -22,12 +22,12 @@ type Host struct {
 	// Repo is the repository in the sysroot. Verbs that only rearrange
 	// entries work without one (nil).
 	Repo *repo.Repo
-	// BootRecord and Cmdline are where cfs-init's record of the running
-	// boot and the kernel command line are read (defaults:
-	// sysroot.BootRecordPath and /proc/cmdline). The sysroot is the
-	// running system's when the record names it.
-	BootRecord string
-	Cmdline    string
+	// RunDir holds the running boot's records: cfs-init's booted.json
+	// and the staged deployment (default sysroot.RunDir); Cmdline is the
+	// kernel command line (default /proc/cmdline). The sysroot is the
+	// running system's when the boot record names it.
+	RunDir  string
+	Cmdline string
 	// Log, if set, receives progress lines.
 	Log io.Writer
 }
@@ -81,6 +81,15 @@ func OpenHost(o HostOptions) (*Host, error) {
 	return h, nil
 }
 
+// runPath returns the path of a file in the run directory.
+func (h *Host) runPath(name string) string {
+	dir := h.RunDir
+	if dir == "" {
+		dir = sysroot.RunDir
+	}
+	return filepath.Join(dir, name)
+}
+
 func (h *Host) logf(format string, args ...any) {
 	if h.Log != nil {
 		fmt.Fprintf(h.Log, format+"\n", args...)
@@ -101,11 +110,7 @@ func (h *Host) lock() (func(), error) {
 // sysroot, a system not booted by cfs-init, or a record that the kernel
 // command line contradicts).
 func (h *Host) running() (verity.Digest, bool) {
-	recPath := h.BootRecord
-	if recPath == "" {
-		recPath = sysroot.BootRecordPath
-	}
-	rec, err := sysroot.ReadBootRecord(recPath)
+	rec, err := sysroot.ReadBootRecord(h.runPath(sysroot.BootRecordFile))
 	if err != nil {
 		return verity.Digest{}, false
 	}

@@ -21,7 +21,7 @@ func (f *fixture) host() *Host {
 	f.t.Helper()
 	h, err := OpenHost(HostOptions{Sysroot: f.sysroot, Boot: f.boot, Repo: f.r})
 	f.must(err)
-	h.BootRecord = filepath.Join(f.sysroot, "..", "booted.json")
+	h.RunDir = filepath.Join(f.sysroot, "..")
 	h.Cmdline = filepath.Join(f.sysroot, "..", "cmdline")
 	return h
 }
@@ -137,10 +137,10 @@ func TestRollback(t *testing.T) {
 	}
 	f.rolloutOn(v[1].ID.String(), 10)
 	start := f.order()
-	d, err := f.host().Rollback()
+	rb, err := f.host().Rollback()
 	f.must(err)
-	if d.Image != v[0].Image {
-		t.Errorf("rolled back to %s, want %s", d.Image, v[0].Image)
+	if rb.Default.Image != v[0].Image || !rb.Discarded.IsZero() {
+		t.Errorf("rolled back to %s, want %s", rb.Default.Image, v[0].Image)
 	}
 	if got := f.order(); !slices.Equal(got, []verity.Digest{v[0].Image, v[1].Image}) {
 		t.Errorf("after rollback %v", got)

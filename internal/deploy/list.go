@@ -54,6 +54,17 @@ type Deployments struct {
 	Booted *Deployment
 	// EntryErrors names entry files that could not be read.
 	EntryErrors error
+	// Staged is the staged deployment, if any; it is not in List (it
+	// has no entry yet) and its Index is len(List).
+	Staged *Deployment
+}
+
+// All returns the deployments with entries, then the staged one.
+func (ds *Deployments) All() []*Deployment {
+	if ds.Staged == nil {
+		return ds.List
+	}
+	return append(append([]*Deployment(nil), ds.List...), ds.Staged)
 }
 
 // deployments reads the sysroot's deployments: cfs-deploy's boot entries
@@ -97,6 +108,7 @@ func (h *Host) deployments() (*Deployments, error) {
 	if len(ds.List) > 1 {
 		ds.List[1].Rollback = true
 	}
+	ds.Staged = h.stagedDeployment(ds)
 	if img, ok := h.running(); ok {
 		ds.Running = true
 		for _, d := range ds.List {
@@ -142,12 +154,14 @@ func dirJoin(dir, name string) string { return dir + string(os.PathSeparator) + 
 // ErrNoDeployment is returned for an index that names no deployment.
 var ErrNoDeployment = errors.New("no such deployment")
 
-// At returns the deployment with the given index.
+// At returns the deployment with the given index; the staged one, if
+// any, comes after those with entries.
 func (ds *Deployments) At(index int) (*Deployment, error) {
-	if index < 0 || index >= len(ds.List) {
-		return nil, fmt.Errorf("deployment %d: %w (there are %d)", index, ErrNoDeployment, len(ds.List))
+	all := ds.All()
+	if index < 0 || index >= len(all) {
+		return nil, fmt.Errorf("deployment %d: %w (there are %d)", index, ErrNoDeployment, len(all))
 	}
-	return ds.List[index], nil
+	return all[index], nil
 }
 
 // ByImage returns the deployment of img, or nil.

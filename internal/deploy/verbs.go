@@ -22,6 +22,11 @@ var (
 	ErrLast = errors.New("deployment is the only one")
 	// ErrDamaged: the deployment's entry or state cannot be used.
 	ErrDamaged = errors.New("deployment is damaged")
+	// ErrBad: the boot loader gave up on the deployment (its boot
+	// counter ran out), so making it the default would not boot it.
+	ErrBad = errors.New("deployment is marked bad: its boot counter ran out")
+	// ErrStaged: the verb does not apply to the staged deployment.
+	ErrStaged = errors.New("deployment is staged, not finalized")
 )
 
 // Status lists the deployments in boot order.
@@ -29,10 +34,19 @@ func (h *Host) Status() (*Deployments, error) {
 	return h.deployments()
 }
 
+// RolledBack says what Rollback did.
+type RolledBack struct {
+	Default *Deployment
+	// Discarded is the staged deployment rollback threw away first.
+	Discarded verity.Digest
+}
+
 // Rollback makes the rollback deployment (index 1) the default, and the
 // former default the rollback. Its entry alone is rewritten, with a version
-// above every other: one atomic rename changes what boots.
-func (h *Host) Rollback() (*Deployment, error) {
+// above every other: one atomic rename changes what boots. A staged
+// deployment is discarded first: it would otherwise replace the rollback
+// at shutdown.
+func (h *Host) Rollback() (*RolledBack, error) {
 	unlock, err := h.lock()
 	if err != nil {
 		return nil, err
@@ -49,13 +63,20 @@ func (h *Host) Rollback() (*Deployment, error) {
 	if d.Problem != "" {
 		return nil, fmt.Errorf("rollback deployment %s: %s: %w", d.Entry.File, d.Problem, ErrDamaged)
 	}
+	if d.Bad() {
+		return nil, fmt.Errorf("rollback deployment %s: %w", d.Entry.File, ErrBad)
+	}
+	rb := &RolledBack{Default: d}
+	if rb.Discarded, err = h.discardStaged(ds); err != nil {
+		return nil, err
+	}
 	if err := h.moveToFront(ds, d); err != nil {
 		return nil, err
 	}
 	if err := checkpoint("rollback-entry"); err != nil {
 		return nil, err
 	}
-	return d, nil
+	return rb, nil
 }
 
 // moveToFront rewrites d's entry with the highest version, so that it
@@ -100,6 +121,10 @@ func (h *Host) Undeploy(index int) (*Removed, error) {
 	d, err := ds.At(index)
 	if err != nil {
 		return nil, err
+	}
+	if d.Staged {
+		img, err := h.discardStaged(ds)
+		return &Removed{Image: img, Files: []string{}, State: true}, err
 	}
 	if d.Booted {
 		return nil, fmt.Errorf("deployment %d (%s): %w", index, d.Image, ErrBooted)
@@ -218,6 +243,9 @@ func (h *Host) SetPinned(index int, pinned bool) (*Deployment, error) {
 	if d.Problem != "" {
 		return nil, fmt.Errorf("deployment %d: %s: %w", index, d.Problem, ErrDamaged)
 	}
+	if d.Staged {
+		return nil, fmt.Errorf("deployment %d: %w; pin it once it is finalized", index, ErrStaged)
+	}
 	p := filepath.Join(h.Deployment(d.Image), sysroot.PinnedFile)
 	if pinned {
 		err = atomicfile.WriteFile(p, nil, 0o644)
@@ -235,8 +263,9 @@ func (h *Host) SetPinned(index int, pinned bool) (*Deployment, error) {
 
 // EditKargs changes the kernel arguments of the deployment at index by
 // writing its entry anew (atomically, keeping its place and its boot
-// counter). The finished line must pass cfs-init's parser. With no edits
-// it only returns the current line.
+// counter), or the staged deployment's record. Index -1 means the staged
+// deployment if there is one, else the default. The finished line must
+// pass cfs-init's parser. With no edits it only returns the current line.
 func (h *Host) EditKargs(index int, edits []KargsEdit) (*Deployment, bootcfg.Cmdline, error) {
 	unlock, err := h.lock()
 	if err != nil {
@@ -247,9 +276,18 @@ func (h *Host) EditKargs(index int, edits []KargsEdit) (*Deployment, bootcfg.Cmd
 	if err != nil {
 		return nil, nil, err
 	}
+	if index < 0 {
+		index = 0
+		if ds.Staged != nil {
+			index = ds.Staged.Index
+		}
+	}
 	d, err := ds.At(index)
 	if err != nil {
 		return nil, nil, err
+	}
+	if d.Entry == nil {
+		return nil, nil, fmt.Errorf("deployment %d: %s: %w", index, d.Problem, ErrDamaged)
 	}
 	cl := d.Entry.Cmdline()
 	if len(edits) == 0 {
@@ -267,6 +305,18 @@ func (h *Host) EditKargs(index int, edits []KargsEdit) (*Deployment, bootcfg.Cmd
 	}
 	e := *d.Entry
 	e.SetCmdline(next)
+	if d.Staged {
+		st, err := h.readStaged()
+		if err != nil || st == nil {
+			return nil, nil, fmt.Errorf("staged deployment: %v: %w", err, ErrDamaged)
+		}
+		st.Options = next.String()
+		if err := h.writeStaged(st); err != nil {
+			return nil, nil, err
+		}
+		d.Entry = &e
+		return d, next, nil
+	}
 	if err := bootcfg.WriteEntry(h.Entries(), &e); err != nil {
 		return nil, nil, err
 	}

@@ -181,6 +181,34 @@ type Staged struct {
 	Initrd  []string `json:"initrd"`
 	Options string   `json:"options"`
 	Tries   int      `json:"tries,omitempty"` // boot counting: tries of the new entry (0: none)
+	// Retention finalize applies, as the rollout asked.
+	KeepRollback *int `json:"keep_rollback,omitempty"`
+	NoRetention  bool `json:"no_retention,omitempty"`
+}
+
+// FinalizeFailure is why the last finalize of a staged deployment failed:
+// kept on the sysroot so that the next boot's status says it.
+type FinalizeFailure struct {
+	Time  time.Time     `json:"time"`
+	Image verity.Digest `json:"image"`
+	Error string        `json:"error"`
+}
+
+// ReadFinalizeFailure reads the sysroot's record of a failed finalize;
+// nil, nil when there is none.
+func ReadFinalizeFailure(path string) (*FinalizeFailure, error) {
+	data, err := ReadStateFile(path, MaxStateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var f FinalizeFailure
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &f, nil
 }
 
 // ReadStaged reads the staged deployment's record at path; nil, nil when

@@ -8,7 +8,6 @@
 //	<sysroot>/composefs/                          the repository
 //	<sysroot>/state/lock                          flock held by every writer
 //	<sysroot>/state/boot                          where the boot directory is (one line)
-//	<sysroot>/state/staged.json                   a staged deployment, until finalized
 //	<sysroot>/state/finalize-failed.json          why the last finalize failed
 //	<sysroot>/state/deploy/<image digest>/etc     a deployment's /etc
 //	<sysroot>/state/deploy/<image digest>/origin.json
@@ -17,6 +16,12 @@
 //	<sysroot>/state/os/<stateroot>/var            the /var a stateroot's deployments share
 //	<boot>/cfs-deploy/                            kernels and initramfs images, named by content
 //	<boot>/loader/entries/cfs-deploy-<12 hex>[+N[-M]].conf   one entry per deployment
+//	/run/cfs-deploy/booted.json                   what cfs-init booted (the running system)
+//	/run/cfs-deploy/staged.json                   the deployment finalize makes the default
+//
+// A staged deployment is recorded in /run, so that a crash or power cut
+// before finalize forgets it: the old default boots, and its state
+// directory is a leftover cleanup removes.
 //
 // The package uses the standard library and internal/verity only, so that
 // cfs-init links little.
@@ -41,7 +46,6 @@ const (
 	StateDir       = "state"
 	LockFile       = "state/lock"
 	BootFile       = "state/boot"
-	StagedFile     = "state/staged.json"
 	FinalizeFailed = "state/finalize-failed.json"
 	DeployDir      = "state/deploy"
 	OSDir          = "state/os"
@@ -68,8 +72,17 @@ const TempPrefix = ".tmp-"
 // DefaultStateroot is the stateroot used when none is named.
 const DefaultStateroot = "default"
 
+// RunDir holds what concerns the running boot only.
+const RunDir = "/run/cfs-deploy"
+
+// Files in RunDir.
+const (
+	BootRecordFile = "booted.json"
+	StagedFile     = "staged.json"
+)
+
 // BootRecordPath is where cfs-init records the boot on the booted system.
-const BootRecordPath = "/run/cfs-deploy/booted.json"
+const BootRecordPath = RunDir + "/" + BootRecordFile
 
 // DeploymentRel is the state directory of the deployment of img, relative
 // to the sysroot.

@@ -50,6 +50,8 @@ func TestCommandLineMistakes(t *testing.T) {
 		"kargs":           {{"kargs", "extra"}, {"kargs", "--deployment", "-1"}},
 		"cleanup":         {{"cleanup", "extra"}},
 		"etc-diff":        {{"etc-diff", "0", "1"}, {"etc-diff", "-1"}},
+		"mark-good":       {{"mark-good", "0"}},
+		"finalize":        {{"finalize", "now"}},
 	}
 	// Every command the binary lists is covered.
 	help := e.ok("--help")
