@@ -67,6 +67,13 @@ Options:
   --cfs-init PATH   init for a built initramfs (default: next to cfs-deploy,
                     else ` + deploy.SystemInit + `)
   --module NAME     another module for a built initramfs (repeatable)
+  --initramfs B     builder of the initramfs when the commit ships none:
+                    cfs-init (default: cfs-init as /init, small and fast),
+                    dracut (the host's dracut in hostonly mode with the
+                    cfs-deploy module, cfs-init setup-root under systemd) or
+                    dracut-generic (--no-hostonly); default: [deploy]
+                    initramfs in config.toml
+  --dracut-module DIR  the cfs-deploy dracut module, if dracut has none installed
   --insecure        allow a repository without fs-verity (see above)
   --json            print the result as JSON`),
 	})
@@ -83,6 +90,8 @@ func runRollout(prog string, args []string) error {
 	keep := fs.Int("keep-rollback", -1, "")
 	tries := fs.Int("tries", -1, "")
 	stage := fs.Bool("stage", false, "")
+	builder := fs.String("initramfs", "", "")
+	dracutModule := fs.String("dracut-module", "", "")
 	noRetention := fs.Bool("no-retention", false, "")
 	var kargs, modules stringList
 	fs.Var(&kargs, "karg", "")
@@ -121,7 +130,7 @@ func runRollout(prog string, args []string) error {
 	res, err := h.Rollout(deploy.Options{
 		Ref: ops[0], Stateroot: *stateroot, Root: *root, Kargs: kargs, Init: *initPath, Modules: modules,
 		AllowInsecure: *insecure, KeepRollback: &keepRollback, NoRetention: *noRetention,
-		Tries: bootTries, Stage: *stage,
+		Tries: bootTries, Stage: *stage, Initramfs: firstNonEmpty(*builder, c.Deploy.Initramfs), DracutModule: *dracutModule,
 	})
 	if err != nil {
 		return err
@@ -168,4 +177,13 @@ func startFinalizeUnit() error {
 		return fmt.Errorf("systemctl start %s: %v: %s", finalizeUnit, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }

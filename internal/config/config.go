@@ -42,6 +42,9 @@ type Deploy struct {
 	Boot string `toml:"boot"`
 	// BootTries counts the boot tries of new entries (0: not counted).
 	BootTries int `toml:"boot-tries"`
+	// Initramfs is the builder of initramfs images for commits that
+	// ship none: "cfs-init" (default), "dracut" or "dracut-generic".
+	Initramfs string `toml:"initramfs"`
 }
 
 // Defaults are used for anything the file does not set.
@@ -81,6 +84,11 @@ func Load(path string) (Config, error) {
 	}
 	if c.Deploy.KeepRollback < 0 {
 		return c, fmt.Errorf("configuration %s: deploy.keep-rollback must be >= 0", path)
+	}
+	switch c.Deploy.Initramfs {
+	case "", "cfs-init", "dracut", "dracut-generic":
+	default:
+		return c, fmt.Errorf("configuration %s: deploy.initramfs %q: want cfs-init, dracut or dracut-generic", path, c.Deploy.Initramfs)
 	}
 	if c.Deploy.BootTries < 0 || c.Deploy.BootTries > 1000 {
 		return c, fmt.Errorf("configuration %s: deploy.boot-tries must be between 0 and 1000", path)

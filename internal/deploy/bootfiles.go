@@ -3,6 +3,7 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/atomicfile"
+	"github.com/cfs-deploy/cfs-deploy/internal/dracut"
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 
@@ -73,6 +75,13 @@ func (h *Host) installBootFiles(c *repo.Commit, root *erofs.Node, tfs fs.FS, opt
 		}
 	} else {
 		bf.built = true
+		if opts.Initramfs == InitramfsDracut || opts.Initramfs == InitramfsDracutGeneric {
+			if bf.initramfs, err = buildDracut(tfs, opts, k.Version, dir, u); err != nil {
+				return nil, err
+			}
+			h.logf("initramfs %s: built with dracut", bf.initramfs.abs)
+			return bf, nil
+		}
 		if bf.initramfs, bf.manifest, bf.reused, err = buildInitramfs(root, tfs, opts, k.Version, dir, u); err != nil {
 			return nil, err
 		}
@@ -161,6 +170,64 @@ func buildInitramfs(root *erofs.Node, tfs fs.FS, opts Options, kver, dir string,
 		u.bootFile(dest)
 	}
 	return bf, &m, false, nil
+}
+
+// Initramfs builders (Options.Initramfs).
+const (
+	InitramfsCFSInit       = "cfs-init"
+	InitramfsDracut        = "dracut"
+	InitramfsDracutGeneric = "dracut-generic"
+)
+
+// buildDracut builds the initramfs with the host's dracut and the
+// cfs-deploy dracut module, from the commit's kernel modules (extracted
+// for --kmoddir). dracut's output is not reproducible, so the image is
+// named after its content.
+func buildDracut(tfs fs.FS, opts Options, kver, dir string, u *undo) (bootFile, error) {
+	work, err := os.MkdirTemp("", "cfs-deploy-dracut-")
+	if err != nil {
+		return bootFile{}, err
+	}
+	defer os.RemoveAll(work)
+	mods, err := dracut.ExtractModules(tfs, kver, filepath.Join(work, "root"))
+	if err != nil {
+		return bootFile{}, fmt.Errorf("dracut: %w", err)
+	}
+	out := filepath.Join(work, "initramfs.img")
+	_, err = dracut.Build(context.Background(), out, dracut.Options{
+		KernelVersion: kver, ModulesDir: mods, Init: opts.Init, HostOnly: opts.Initramfs == InitramfsDracut,
+		Drivers: opts.Modules, ModuleSource: opts.DracutModule, Log: opts.Log,
+	})
+	if err != nil {
+		return bootFile{}, err
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return bootFile{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return bootFile{}, err
+	}
+	name := "initramfs-" + kver + "-" + hex.EncodeToString(h.Sum(nil))[:16] + ".img"
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return bootFile{}, err
+	}
+	dest := filepath.Join(dir, name)
+	bf := bootFile{abs: dest, rel: "/" + bootSubdir + "/" + name}
+	_, statErr := os.Lstat(dest)
+	if err := writeBootFile(dir, name, func(w io.Writer) error {
+		_, err := io.Copy(w, f)
+		return err
+	}); err != nil {
+		return bf, err
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		bf.created = true
+		u.bootFile(dest)
+	}
+	return bf, nil
 }
 
 // initramfsKey hashes what a built initramfs is made from: the modules

@@ -71,6 +71,14 @@ type Options struct {
 	Init string
 	// Modules are extra kernel modules for a built initramfs.
 	Modules []string
+	// Initramfs chooses the builder of an initramfs for a commit that
+	// ships none: InitramfsCFSInit (the default), InitramfsDracut
+	// (dracut in its hostonly mode, for the machine it runs on) or
+	// InitramfsDracutGeneric (dracut --no-hostonly).
+	Initramfs string
+	// DracutModule is a directory holding the cfs-deploy dracut module
+	// to use when dracut has none installed (empty: dracut's own).
+	DracutModule string
 	// Compression of a built initramfs (default gzip).
 	Compression string
 	// AllowInsecure lets a repository without fs-verity be rolled out:
@@ -192,6 +200,11 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		if err := sysroot.CheckStateroot(opts.Stateroot); err != nil {
 			return nil, err
 		}
+	}
+	switch opts.Initramfs {
+	case "", InitramfsCFSInit, InitramfsDracut, InitramfsDracutGeneric:
+	default:
+		return nil, fmt.Errorf("initramfs builder %q: want %s, %s or %s", opts.Initramfs, InitramfsCFSInit, InitramfsDracut, InitramfsDracutGeneric)
 	}
 	if opts.Tries < 0 {
 		return nil, fmt.Errorf("boot tries %d: want 0 (no counting) or more", opts.Tries)

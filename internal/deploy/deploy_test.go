@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -576,5 +577,46 @@ func TestRolloutKeepsStateroot(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(f.sysroot, "state", "os", "other")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("refused rollout created the other stateroot: %v", err)
+	}
+}
+
+// TestRolloutDracut: rollout --initramfs dracut-generic builds the
+// deployment's initramfs with the host's dracut and the cfs-deploy dracut
+// module (booted in tests/vm); the image carries cfs-init.
+func TestRolloutDracut(t *testing.T) {
+	if _, err := exec.LookPath("dracut"); err != nil {
+		if os.Getenv("CFS_DEPLOY_VM_REQUIRED") != "" {
+			t.Fatal("dracut not installed (scripts/install-deps installs dracut-core)")
+		}
+		t.Skip("dracut not installed")
+	}
+	f := newFixture(t)
+	f.commit("os", "1.0")
+	wd, err := os.Getwd()
+	f.must(err)
+	init := filepath.Join(t.TempDir(), "cfs-init")
+	f.must(os.WriteFile(init, []byte("\x7fELF not really cfs-init, but a file dracut can install\n"), 0o755))
+	res, err := Rollout(Options{
+		Repo: f.r, Sysroot: f.sysroot, BootDir: f.boot, Ref: "os", Root: "/dev/vda", AllowInsecure: true,
+		Init: init, Initramfs: InitramfsDracutGeneric, DracutModule: filepath.Join(wd, "../../dracut/90cfs-deploy"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.InitramfsBuilt || res.InitramfsReused {
+		t.Errorf("result %+v", res)
+	}
+	out, err := exec.Command("lsinitrd", res.Initramfs).CombinedOutput()
+	if err != nil {
+		t.Fatalf("lsinitrd %s: %v\n%s", res.Initramfs, err, out)
+	}
+	for _, want := range []string{"cfs-init", "erofs", "overlay"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the dracut image lacks %s", want)
+		}
+	}
+	if _, err := Rollout(Options{Repo: f.r, Sysroot: f.sysroot, BootDir: f.boot, Ref: "os", Root: "/dev/vda", AllowInsecure: true,
+		Init: init, Initramfs: "mkinitcpio"}); err == nil || !strings.Contains(err.Error(), "mkinitcpio") {
+		t.Errorf("unknown builder: %v", err)
 	}
 }

@@ -33,6 +33,8 @@ func TestDeployBoot(t *testing.T) {
 	t.Run("failures", f.testFailures)
 	t.Run("lifecycle", f.testLifecycle)
 	t.Run("dracut", f.testDracut)
+	t.Run("uefi-fallback", f.testUEFIFallback)
+	t.Run("staged", f.testStaged)
 }
 
 // checkedFiles are the test OS files whose content a boot compares.

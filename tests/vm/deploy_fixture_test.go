@@ -48,7 +48,13 @@ const (
 // and mount its root on a virtio disk (see initramfs.DefaultModules) and
 // nothing more, since each costs boot time under TCG. ModuleFiles adds
 // their dependencies (jbd2, mbcache, crc16, libcrc32c).
-var osModules = []string{"crc32c_generic", "sha256-ssse3", "virtio_blk", "ext4", "erofs", "overlay", "loop"}
+var osModules = []string{"crc32c_generic", "sha256-ssse3", "virtio_blk", "ext4", "erofs", "overlay", "loop", "vfat", "nls_cp437", "nls_ascii"}
+
+// espModules are what the running test OS needs to mount an ESP (FAT):
+// rollouts that need it add them to the initramfs with --module, since
+// once the root is switched nothing can load the modules of the tree
+// (busybox insmod cannot read .ko.xz).
+var espModules = []string{"--module", "vfat", "--module", "nls_cp437", "--module", "nls_ascii"}
 
 // installerModules are what the installer needs to write the disk.
 var installerModules = []string{"virtio_blk", "crc32c_generic", "sha256-ssse3", "ext4"}
@@ -434,9 +440,10 @@ func (f *fixture) install(t *testing.T, kind string) *install {
 }
 
 // rolloutArgs makes the branch bootable on the installer's /sysroot. The
-// root device is left to rollout, which names the file system by UUID.
+// root device is left to rollout, which names the file system by UUID. The
+// initramfs carries the FAT modules, for the scenarios that mount an ESP.
 func rolloutArgs() []string {
-	return []string{"rollout", "--sysroot", sysroot, "--boot", bootDir, branch}
+	return append(append([]string{"rollout", "--sysroot", sysroot, "--boot", bootDir}, espModules...), branch)
 }
 
 // diskCopy returns a private copy of an installed disk for one scenario.

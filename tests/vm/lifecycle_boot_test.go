@@ -2,7 +2,6 @@ package vm_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -175,7 +174,19 @@ func (f *fixture) lifecycleDisk(t *testing.T) string {
 
 // runStep boots the entry the boot loader would boot from disk, with the
 // steps disk attached, runs one script and returns the console.
-func (f *fixture) runStep(t *testing.T, disk, steps, script string) string {
+func (f *fixture) runStep(t *testing.T, disk, steps, script string, knobs ...string) string {
+	t.Helper()
+	vm, in := f.startStep(t, disk, steps, script, knobs...)
+	out := f.waitDone(t, vm, in)
+	if got := consoleLine(out, "cfstest: run exit="); got != "cfstest: run exit=0" {
+		t.Fatalf("%s: %s\n%s", script, got, runLines(out))
+	}
+	return out
+}
+
+// startStep boots the default entry of disk running script, and returns
+// the running VM.
+func (f *fixture) startStep(t *testing.T, disk, steps, script string, knobs ...string) (*vmtest.VM, *install) {
 	t.Helper()
 	dir := t.TempDir()
 	e, err := vmtest.ReadBootEntry(disk, "/boot", dir)
@@ -187,16 +198,11 @@ func (f *fixture) runStep(t *testing.T, disk, steps, script string) string {
 		Kernel:   e.Kernel,
 		Initrd:   e.InitrdFile,
 		Disks:    []string{disk, steps},
-		Append:   e.Options + " loglevel=4 cfs.reboot-delay=0 cfstest.run=" + script,
+		Append:   strings.Join(append([]string{e.Options, "loglevel=4 cfs.reboot-delay=0 cfstest.run=" + script}, knobs...), " "),
 		MemoryMB: 768,
 		Timeout:  bootTimeout,
 	})
-	in := &install{entry: e}
-	out := f.waitDone(t, vm, in)
-	if got := consoleLine(out, "cfstest: run exit="); got != "cfstest: run exit=0" {
-		t.Fatalf("%s: %s\n%s", script, got, runLines(out))
-	}
-	return out
+	return vm, &install{entry: e}
 }
 
 // runLines returns what the step script printed.
@@ -220,6 +226,10 @@ type statusJSON struct {
 	Booted   bool   `json:"booted"`
 	Default  bool   `json:"default"`
 	Rollback bool   `json:"rollback"`
+	Bad      bool   `json:"bad"`
+	Staged   bool   `json:"staged"`
+	// TriesLeft is absent for an entry that is not counted.
+	TriesLeft *int `json:"tries_left"`
 }
 
 // statusOf parses the status --json output the script printed between
@@ -255,8 +265,9 @@ func bootFileOf(t *testing.T, out, tag string) string {
 
 func checkImageBooted(t *testing.T, out, image string) {
 	t.Helper()
-	want := fmt.Sprintf("composefs=%s", image)
-	if !strings.Contains(consoleLine(out, "cfstest: cmdline "), want) {
-		t.Fatalf("booted %s, want %s", consoleLine(out, "cfstest: cmdline "), want)
+	// cfs-init's one line about the boot it lets go ahead names the
+	// image, whatever the OS's init does afterwards.
+	if line := consoleLine(out, "cfs-init: booting composefs image "); !strings.Contains(line, "image "+image+" ") {
+		t.Fatalf("booted %q, want image %s", line, image)
 	}
 }

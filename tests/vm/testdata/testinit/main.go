@@ -17,9 +17,13 @@
 //	cfstest.token=T         the content cfstest.write writes ("T\n")
 //	cfstest.write=PATH,...  "cfstest: write PATH: ok" or "...: error: ERRNO"
 //	cfstest.show=PATH,...   "cfstest: show PATH: \"CONTENT\"" or "...: error: ERRNO"
-//	cfstest.run=SCRIPT      mount /dev/vdb (ext4, read-only) on /mnt and run
+//	cfstest.rundev=DEV      the disk cfstest.run mounts (default /dev/vdb)
+//	cfstest.run=SCRIPT      mount that disk (ext4, read-only) on /mnt and run
 //	                        /bin/sh /mnt/SCRIPT; every line it prints comes out
 //	                        as "cfstest: run| LINE", then "cfstest: run exit=N"
+//	cfstest.finalize        at shutdown run "cfs-deploy finalize", as an init
+//	                        system does for a staged deployment:
+//	                        "cfstest: finalize| LINE", "cfstest: finalize exit=N"
 //
 // and ends with "CFSTEST-DONE", syncs and powers off.
 package main
@@ -53,6 +57,9 @@ func main() {
 	fmt.Printf("CFSTEST-INIT uptime=%s pid=%d\n", uptime, os.Getpid())
 
 	report()
+	if _, ok := cmdline()["cfstest.finalize"]; ok {
+		shutdownFinalize()
+	}
 	fmt.Println("CFSTEST-DONE")
 	unix.Sync()
 	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
@@ -104,7 +111,11 @@ func report() {
 		fmt.Printf("cfstest: cmdline %s\n", strings.TrimSpace(string(b)))
 	}
 	if script := opts["cfstest.run"]; script != "" {
-		run(script)
+		dev := opts["cfstest.rundev"]
+		if dev == "" {
+			dev = "/dev/vdb"
+		}
+		run(dev, script)
 	}
 	for _, p := range list(opts["cfstest.show"]) {
 		if b, err := os.ReadFile(p); err != nil {
@@ -117,14 +128,14 @@ func report() {
 
 // run runs a test script from the second disk: the steps a scenario
 // performs on the booted system (edit /etc, commit, roll out, ...).
-func run(script string) {
+func run(dev, script string) {
 	if err := os.MkdirAll("/mnt", 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		// The image's / is read-only; /mnt must exist in the tree.
 		fmt.Printf("cfstest: run exit=-1 (mkdir /mnt: %s)\n", errText(err))
 		return
 	}
-	if err := unix.Mount("/dev/vdb", "/mnt", "ext4", unix.MS_RDONLY, ""); err != nil {
-		fmt.Printf("cfstest: run exit=-1 (mount /dev/vdb: %s)\n", errText(err))
+	if err := unix.Mount(dev, "/mnt", "ext4", unix.MS_RDONLY, ""); err != nil {
+		fmt.Printf("cfstest: run exit=-1 (mount %s: %s)\n", dev, errText(err))
 		return
 	}
 	defer unix.Unmount("/mnt", 0)
@@ -156,6 +167,24 @@ func run(script string) {
 		}
 	}
 	fmt.Printf("cfstest: run exit=%d\n", code)
+}
+
+// shutdownFinalize is what an init system without systemd does on its way
+// down when a deployment may be staged: it runs cfs-deploy finalize.
+func shutdownFinalize() {
+	out, err := exec.Command("/usr/bin/cfs-deploy", "finalize").CombinedOutput()
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fmt.Printf("cfstest: finalize| %s\n", l)
+	}
+	code := 0
+	if err != nil {
+		code = -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+	}
+	fmt.Printf("cfstest: finalize exit=%d\n", code)
 }
 
 // readAll reads the whole file, so fs-verity checks every block, and
