@@ -77,6 +77,9 @@ func (h *Host) Cleanup() (*CleanupReport, error) {
 		}
 	}
 
+	if err := h.syncDeployRefs(keep); err != nil {
+		errs = append(errs, err)
+	}
 	files, err := os.ReadDir(h.BootJoin(sysroot.BootFilesDir))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return rep, errors.Join(append(errs, err)...)

@@ -319,6 +319,11 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		}
 		res.StateCreated = true
 	}
+	// The image is named for composefs-rs's collector before anything
+	// can boot it.
+	if err := h.setDeployRef(img); err != nil {
+		return nil, err
+	}
 	if err := checkpoint("state"); err != nil {
 		return nil, err
 	}

@@ -420,3 +420,48 @@ func TestDamagedDeployments(t *testing.T) {
 		t.Errorf("empty directory as sysroot: %v", err)
 	}
 }
+
+// TestDeployImageRefs: every deployment's image is named under
+// images/refs/, as composefs-rs's collector needs, and only while it is
+// deployed.
+func TestDeployImageRefs(t *testing.T) {
+	f := newFixture(t)
+	v := f.versions(3)
+	for _, c := range v {
+		f.rolloutOn(c.ID.String(), 10)
+	}
+	refs := func() []string {
+		m, err := f.r.ImageRefs(DeployImageRefPrefix)
+		f.must(err)
+		var names []string
+		for n, img := range m {
+			if n != deployRef(img) {
+				t.Errorf("ref %s names %s", n, img)
+			}
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return names
+	}
+	want := []string{deployRef(v[0].Image), deployRef(v[1].Image), deployRef(v[2].Image)}
+	slices.Sort(want)
+	if got := refs(); !slices.Equal(got, want) {
+		t.Fatalf("refs %v, want %v", got, want)
+	}
+	_, err := f.host().Undeploy(2) // v0
+	f.must(err)
+	if got := refs(); slices.Contains(got, deployRef(v[0].Image)) || len(got) != 2 {
+		t.Errorf("after undeploy: %v", got)
+	}
+	// A stale name (an older version, a crash) goes at cleanup; a
+	// missing one comes back.
+	f.must(f.r.SetImageRef(deployRef(v[0].Image), v[0].Image))
+	f.must(f.r.RemoveImageRef(deployRef(v[1].Image)))
+	_, err = f.host().Cleanup()
+	f.must(err)
+	want = []string{deployRef(v[1].Image), deployRef(v[2].Image)}
+	slices.Sort(want)
+	if got := refs(); !slices.Equal(got, want) {
+		t.Errorf("after cleanup %v, want %v", got, want)
+	}
+}

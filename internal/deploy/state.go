@@ -140,6 +140,9 @@ func (h *Host) discardState(img verity.Digest) error {
 	if err := os.RemoveAll(gone); err != nil {
 		return fmt.Errorf("remove deployment state %s: %w", gone, err)
 	}
+	if h.Repo != nil {
+		return h.Repo.RemoveImageRef(deployRef(img))
+	}
 	return nil
 }
 

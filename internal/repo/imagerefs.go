@@ -75,6 +75,21 @@ func (r *Repo) imageRefPath(name string) string {
 	return filepath.Join(r.Path, imageRefsDir, filepath.FromSlash(name))
 }
 
+// ImageRefs lists the names under images/refs/ that start with prefix,
+// and the image each names.
+func (r *Repo) ImageRefs(prefix string) (map[string]verity.Digest, error) {
+	all, err := r.imageRefs()
+	if err != nil {
+		return nil, err
+	}
+	for name := range all {
+		if !strings.HasPrefix(name, prefix) {
+			delete(all, name)
+		}
+	}
+	return all, nil
+}
+
 // imageRefs lists the names under images/refs/ (relative, with '/') and
 // the image each names, by the digest at the end of its target.
 func (r *Repo) imageRefs() (map[string]verity.Digest, error) {
