@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -110,8 +111,8 @@ func (r *Initrd) add(e cpioEntry) {
 // WriteTo writes the archive in newc format (see the kernel's
 // Documentation/driver-api/early-userspace/buffer-format.rst).
 func (r *Initrd) WriteTo(w io.Writer) (int64, error) {
-	cw := &countingWriter{w: w}
-	rw := cpio.Newc.Writer(cw)
+	var buf bytes.Buffer
+	rw := cpio.Newc.Writer(&buf)
 	for i, e := range r.entries {
 		nlink := uint64(1)
 		if e.mode&0o170000 == modeDir {
@@ -120,22 +121,13 @@ func (r *Initrd) WriteTo(w io.Writer) (int64, error) {
 		rec := cpio.StaticRecord(e.data, cpio.Info{Name: e.name, Ino: uint64(i + 1), Mode: uint64(e.mode),
 			NLink: nlink, Rmajor: uint64(e.major), Rminor: uint64(e.minor)})
 		if err := rw.WriteRecord(rec); err != nil {
-			return cw.n, err
+			return 0, err
 		}
 	}
-	err := cpio.WriteTrailer(rw)
-	return cw.n, err
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	if err := cpio.WriteTrailer(rw); err != nil {
+		return 0, err
+	}
+	return buf.WriteTo(w)
 }
 
 // WriteFile writes the archive into the test's temporary directory and
