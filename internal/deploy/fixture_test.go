@@ -67,7 +67,7 @@ func newFixtureIn(t testing.TB, sysroot string) *fixture {
 	copyFile(t, kt.Vmlinuz, filepath.Join(mods, "vmlinuz"))
 	// Only the modules the default initramfs set needs, so the commit
 	// stays small; depmod's files are left out as in Debian's package.
-	res, err := kmod.ResolveWith(kt.ModulesDir, initramfs.DefaultModules(), kmod.ResolveOptions{Optional: initramfs.DefaultModules()})
+	res, err := kmod.ResolveFS(os.DirFS(kt.ModulesDir), ".", initramfs.DefaultModules(), kmod.ResolveOptions{Optional: initramfs.DefaultModules()})
 	f.must(err)
 	for _, m := range res.Modules {
 		copyFile(t, filepath.Join(kt.ModulesDir, m.Path), filepath.Join(mods, m.Path))

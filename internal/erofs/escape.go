@@ -146,13 +146,3 @@ func appendUnescaped(dst, src []byte) ([]byte, error) {
 	}
 	return dst, nil
 }
-
-// UnescapeField decodes the escapes of one dump field. It does not treat
-// "-" specially.
-func UnescapeField(s string) (string, error) {
-	b, err := appendUnescaped(nil, []byte(s))
-	if err != nil {
-		return "", err
-	}
-	return string(b), nil
-}

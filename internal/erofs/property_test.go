@@ -125,7 +125,7 @@ func propCheckSeed(t *testing.T, seed uint64, fsck string) *propStats {
 	if err != nil {
 		fail("generated dump does not parse: %v", err)
 	}
-	wantVersion, err := ImageVersion(root1, cfg.Opts)
+	wantVersion, err := chooseVersion(root1, cfg.Opts)
 	if err != nil {
 		fail("ImageVersion: %v", err)
 	}
@@ -436,7 +436,7 @@ func TestPropertyRdevTruncatedWhiteout(t *testing.T) {
 		if err := Write(&b, root, DefaultWriteOptions); err != nil {
 			t.Fatal(err)
 		}
-		v, err := ImageVersion(root, DefaultWriteOptions)
+		v, err := chooseVersion(root, DefaultWriteOptions)
 		if err != nil {
 			t.Fatal(err)
 		}

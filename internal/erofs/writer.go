@@ -104,11 +104,6 @@ func Write(w io.Writer, root *Node, opts WriteOptions) error {
 	return bw.Flush()
 }
 
-// ImageVersion returns the format version Write would use for root.
-func ImageVersion(root *Node, opts WriteOptions) (int, error) {
-	return chooseVersion(root, opts)
-}
-
 func chooseVersion(root *Node, opts WriteOptions) (int, error) {
 	minV, maxV := opts.MinVersion, opts.MaxVersion
 	if minV < 0 || minV > MaxFormatVersion || maxV < 0 || maxV > MaxFormatVersion {

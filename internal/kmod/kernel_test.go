@@ -24,7 +24,7 @@ var defaultSet = []string{
 
 func TestReadModInfoDebian(t *testing.T) {
 	tr := kmodtest.Kernel(t)
-	mi, err := ReadModInfo(filepath.Join(tr.ModulesDir, "kernel/fs/ext4/ext4.ko.xz"))
+	mi, err := readModInfo(filepath.Join(tr.ModulesDir, "kernel/fs/ext4/ext4.ko.xz"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestReadModInfoDebian(t *testing.T) {
 	if !strings.HasPrefix(mi.Vermagic, tr.Version+" ") {
 		t.Errorf("vermagic %q, kernel %s", mi.Vermagic, tr.Version)
 	}
-	mi, err = ReadModInfo(filepath.Join(tr.ModulesDir, "kernel/arch/x86/crypto/crc32c-intel.ko.xz"))
+	mi, err = readModInfo(filepath.Join(tr.ModulesDir, "kernel/arch/x86/crypto/crc32c-intel.ko.xz"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestReadModInfoDebian(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mi, err := ReadModInfo(filepath.Join(tr.ModulesDir, "kernel/fs/btrfs/btrfs.ko.xz"))
+		mi, err := readModInfo(filepath.Join(tr.ModulesDir, "kernel/fs/btrfs/btrfs.ko.xz"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +103,7 @@ func checkDefaultOrder(t *testing.T, res Result) {
 func TestResolveDebian(t *testing.T) {
 	tr := kmodtest.Kernel(t)
 	start := time.Now()
-	fromInfo, err := ResolveWith(tr.ModulesDir, defaultSet, ResolveOptions{IgnoreDepFiles: true})
+	fromInfo, err := resolveDir(tr.ModulesDir, defaultSet, ResolveOptions{IgnoreDepFiles: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestResolveDebian(t *testing.T) {
 
 	depDir := kmodtest.Depmod(t, tr)
 	start = time.Now()
-	fromDep, err := ResolveWith(depDir, defaultSet, ResolveOptions{})
+	fromDep, err := resolveDir(depDir, defaultSet, ResolveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestResolveDebian(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(onlyDep, "modules.dep"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mixed, err := ResolveWith(onlyDep, defaultSet, ResolveOptions{})
+	mixed, err := resolveDir(onlyDep, defaultSet, ResolveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestResolveDebian(t *testing.T) {
 	// one: crc32c_intel fails with ENODEV without SSE4.2 (seen under QEMU
 	// -cpu qemu64, where libcrc32c and erofs then failed with ENOENT).
 	for _, dir := range []string{tr.ModulesDir, depDir} {
-		res, err := ResolveWith(dir, []string{"crc32c-intel", "sha256-ssse3", "ext4", "erofs"}, ResolveOptions{IgnoreDepFiles: dir == tr.ModulesDir})
+		res, err := resolveDir(dir, []string{"crc32c-intel", "sha256-ssse3", "ext4", "erofs"}, ResolveOptions{IgnoreDepFiles: dir == tr.ModulesDir})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +171,7 @@ func TestResolveDebian(t *testing.T) {
 	// A lone ext4 gets crc32c_generic (not crc32c_intel, which fails
 	// without SSE4.2) in front of jbd2, both ways.
 	for _, dir := range []string{tr.ModulesDir, depDir} {
-		res, err := ResolveWith(dir, []string{"ext4"}, ResolveOptions{IgnoreDepFiles: dir == tr.ModulesDir})
+		res, err := resolveDir(dir, []string{"ext4"}, ResolveOptions{IgnoreDepFiles: dir == tr.ModulesDir})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,7 +208,7 @@ func readDepFile(t *testing.T, p string) map[string][]string {
 func BenchmarkResolveModinfo(b *testing.B) {
 	tr := kmodtest.Kernel(b)
 	for b.Loop() {
-		if _, err := ResolveWith(tr.ModulesDir, defaultSet, ResolveOptions{IgnoreDepFiles: true}); err != nil {
+		if _, err := resolveDir(tr.ModulesDir, defaultSet, ResolveOptions{IgnoreDepFiles: true}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -45,19 +44,9 @@ type ModInfo struct {
 	Fields map[string][]string
 }
 
-// ReadModInfo reads the .modinfo section of a module file. The file may be a
-// plain ELF .ko or compressed with xz, zstd or gzip; the format is told by
-// its first bytes, not its name.
-func ReadModInfo(path string) (ModInfo, error) {
-	data, err := ReadModule(path)
-	if err != nil {
-		return ModInfo{}, err
-	}
-	return modInfoOf(data, path)
-}
-
-// readModInfoFS is ReadModInfo for a file of fsys; show is the name used in
-// messages.
+// readModInfoFS reads the .modinfo section of the module file name of
+// fsys (plain ELF or compressed with xz, zstd or gzip, told by its first
+// bytes); show names it in messages.
 func readModInfoFS(fsys fs.FS, name, show string) (ModInfo, error) {
 	f, err := fsys.Open(name)
 	if err != nil {
@@ -88,17 +77,6 @@ func baseName(p string) string {
 		return p[i+1:]
 	}
 	return p
-}
-
-// ReadModule returns the decompressed ELF image of a module file, at most
-// MaxModuleSize bytes.
-func ReadModule(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return readModule(f, path)
 }
 
 // readModule decompresses a module from f; path names it in messages.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -33,7 +32,7 @@ type Result struct {
 	Notes   []string // other remarks: unresolvable softdeps, duplicate files
 }
 
-// ResolveOptions tune ResolveWith.
+// ResolveOptions tune ResolveFS.
 type ResolveOptions struct {
 	// Optional lists names among the wanted ones that may be absent from
 	// the tree: they are reported in Result.Missing instead of failing.
@@ -71,12 +70,14 @@ var aliasFallback = map[string][]string{
 	"crc64_rocksoft": {"crc64_rocksoft_generic"},
 }
 
-// ResolveWith returns the modules to load for want (module names; '-' and '_'
-// are the same), with everything they need, in load order. modDir is a
-// module directory such as <root>/usr/lib/modules/<kver>. Built-in modules
-// are left out; a name that is neither in the tree nor built in is an
-// error. The order is deterministic and the same whether or not depmod's
-// files exist.
+// ResolveFS returns the modules to load for want (module names; '-' and
+// '_' are the same), with everything they need, in load order. dir is the
+// module directory in fsys ("usr/lib/modules/<kver>", or "." for its
+// root), so that the modules of a tree that is not on the host, such as a
+// commit in a repository, are read without copying them out first.
+// Built-in modules are left out; a name that is neither in the tree nor
+// built in is an error. The order is deterministic and the same whether or
+// not depmod's files exist.
 //
 // Softdeps: for each "pre:" entry of a selected module (a module name or an
 // alias), the selected modules that provide it load before it. If none of
@@ -88,17 +89,6 @@ var aliasFallback = map[string][]string{
 // The fallbackPre table adds crc32c softdeps that must hold even where a
 // module does not declare them. Ties in the load order go to the module
 // pulled in by the earlier wanted name, then by name.
-func ResolveWith(modDir string, want []string, opts ResolveOptions) (Result, error) {
-	if modDir == "" {
-		return Result{}, errors.New("no module directory")
-	}
-	return resolveIn(os.DirFS(modDir), ".", modDir, want, opts)
-}
-
-// ResolveFS is ResolveWith for a module directory inside fsys: dir is a
-// path in fsys ("usr/lib/modules/<kver>", or "." for its root). It reads
-// the modules of a tree that is not on the host, such as a commit in a
-// repository, without copying them out first.
 func ResolveFS(fsys fs.FS, dir string, want []string, opts ResolveOptions) (Result, error) {
 	if !fs.ValidPath(dir) {
 		return Result{}, fmt.Errorf("invalid module directory %q", dir)

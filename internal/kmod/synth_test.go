@@ -108,7 +108,7 @@ func TestReadModInfoFormats(t *testing.T) {
 		if err := os.WriteFile(p, compressAs(t, elfData, ext), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		got, err := ReadModInfo(p)
+		got, err := readModInfo(p)
 		if err != nil {
 			t.Fatalf("%s: %v", ext, err)
 		}
@@ -151,7 +151,7 @@ func TestReadModInfoBad(t *testing.T) {
 	big[12+4] = 40
 	cases["bigdict.ko.xz"] = big
 	for name, data := range cases {
-		if _, err := ReadModInfo(write(name, data)); err == nil {
+		if _, err := readModInfo(write(name, data)); err == nil {
 			t.Errorf("%s: no error", name)
 		} else {
 			t.Logf("%s: %v", name, err)
@@ -290,7 +290,7 @@ func TestResolveSynthetic(t *testing.T) {
 	for _, c := range cases {
 		var results [][]Module
 		for _, dir := range []string{plain, withDep} {
-			res, err := ResolveWith(dir, c.want, ResolveOptions{Optional: c.opt})
+			res, err := resolveDir(dir, c.want, ResolveOptions{Optional: c.opt})
 			if c.err != "" {
 				if err == nil || !strings.Contains(err.Error(), c.err) {
 					t.Errorf("%v in %s: error %v, want %q", c.want, dir, err, c.err)
@@ -311,7 +311,7 @@ func TestResolveSynthetic(t *testing.T) {
 		}
 	}
 
-	res, err := ResolveWith(plain, []string{"bi", "nosuch", "a", "u", "s"}, ResolveOptions{Optional: []string{"nosuch"}})
+	res, err := resolveDir(plain, []string{"bi", "nosuch", "a", "u", "s"}, ResolveOptions{Optional: []string{"nosuch"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,11 +349,22 @@ func TestResolveDuplicateNames(t *testing.T) {
 	synthTree(t, dir, map[string][]string{
 		"kernel/fs/z.ko.xz": {}, "updates/z.ko": {}, "extra/z.ko": {},
 	}, nil)
-	res, err := ResolveWith(dir, []string{"z"}, ResolveOptions{})
+	res, err := resolveDir(dir, []string{"z"}, ResolveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Modules) != 1 || res.Modules[0].Path != "updates/z.ko" || len(res.Notes) != 2 {
 		t.Fatalf("%+v notes %v", res.Modules, res.Notes)
 	}
+}
+
+// resolveDir resolves in the module directory dir of the host, naming it
+// in messages.
+func resolveDir(dir string, want []string, opts ResolveOptions) (Result, error) {
+	return resolveIn(os.DirFS(dir), ".", dir, want, opts)
+}
+
+// readModInfo reads the .modinfo of the module file at path.
+func readModInfo(path string) (ModInfo, error) {
+	return readModInfoFS(os.DirFS(filepath.Dir(path)), filepath.Base(path), path)
 }

@@ -47,7 +47,7 @@ func TestRequireVerityNeverOrdinaryLower(t *testing.T) {
 		t.Errorf("a file planted in the object directory shows in a verity=require mount")
 	}
 	if err == nil {
-		Unmount(mnt)
+		unix.Unmount(mnt, 0)
 		t.Fatal("Mount with RequireVerity succeeded without data-only layers")
 	}
 	if !errors.Is(err, ErrNoDataOnlyLayers) {

@@ -1,7 +1,6 @@
 package mount
 
 import (
-	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -63,17 +62,4 @@ func mount(target string, opts Options) (err error) {
 		opts.Logf("%s mounted without verity=require, overlay layout: %s", target, layout)
 	}
 	return err
-}
-
-// Unmount unmounts the composefs mount on target. The EROFS layer beneath
-// needs no separate unmount: only the overlay referenced it.
-func Unmount(target string) error {
-	err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW)
-	if errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("unmount %s: not a mount point: %w", target, err)
-	}
-	if err != nil {
-		return fmt.Errorf("unmount %s: %w", target, err)
-	}
-	return nil
 }

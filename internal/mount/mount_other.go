@@ -8,6 +8,3 @@ var errNotLinux = errors.New("composefs mounts need Linux")
 
 // Mount is only implemented on Linux.
 func Mount(target string, opts Options) error { return errNotLinux }
-
-// Unmount is only implemented on Linux.
-func Unmount(target string) error { return errNotLinux }

@@ -252,21 +252,10 @@ func (s *Store) PutBytes(b []byte) (verity.Digest, bool, error) {
 // at the top of the store and renamed across directories; that suits one
 // stream at a time, such as a tar import, rather than parallel writers.
 func (s *Store) PutReader(r io.Reader, size int64) (d verity.Digest, created bool, err error) {
-	if size < 0 {
-		return d, false, fmt.Errorf("store object: negative size %d", size)
-	}
-	h := verity.NewHasher()
-	tmp, err := s.writeTemp(".", func(dst *os.File) error {
-		n, err := io.Copy(io.MultiWriter(dst, h), r)
-		if err == nil && n != size {
-			err = fmt.Errorf("content is %d bytes, expected %d", n, size)
-		}
-		return err
-	})
+	tmp, d, err := s.writeHashed(r, size)
 	if err != nil {
-		return d, false, fmt.Errorf("store object: %w", err)
+		return d, false, err
 	}
-	d = h.Sum()
 	rel := d.ObjectPath()
 	have, replace, err := s.have(rel, d, size)
 	if err == nil && !have {
@@ -278,6 +267,26 @@ func (s *Store) PutReader(r io.Reader, size int64) (d verity.Digest, created boo
 	}
 	created, err = s.place(tmp, rel, d, replace, true)
 	return d, created, err
+}
+
+// writeHashed copies size bytes from r into a temporary file at the top of
+// the store, hashing them on the way, and returns its name and digest.
+func (s *Store) writeHashed(r io.Reader, size int64) (string, verity.Digest, error) {
+	if size < 0 {
+		return "", verity.Digest{}, fmt.Errorf("store object: negative size %d", size)
+	}
+	h := verity.NewHasher()
+	tmp, err := s.writeTemp(".", func(dst *os.File) error {
+		n, err := io.Copy(io.MultiWriter(dst, h), r)
+		if err == nil && n != size {
+			err = fmt.Errorf("content is %d bytes, expected %d", n, size)
+		}
+		return err
+	})
+	if err != nil {
+		return "", verity.Digest{}, fmt.Errorf("store object: %w", err)
+	}
+	return tmp, h.Sum(), nil
 }
 
 // put writes a new object d of size bytes with fill unless it already
@@ -469,18 +478,10 @@ func (s *Store) commit(tmp, rel string, d verity.Digest, replace, hashed bool) (
 // a copy of the content. Content want does not accept is dropped. It
 // returns the digest and whether it was put in place.
 func (s *Store) Replace(r io.Reader, size int64, want func(verity.Digest) bool) (verity.Digest, bool, error) {
-	h := verity.NewHasher()
-	tmp, err := s.writeTemp(".", func(dst *os.File) error {
-		n, err := io.Copy(io.MultiWriter(dst, h), r)
-		if err == nil && n != size {
-			err = fmt.Errorf("content is %d bytes, expected %d", n, size)
-		}
-		return err
-	})
+	tmp, d, err := s.writeHashed(r, size)
 	if err != nil {
-		return verity.Digest{}, false, fmt.Errorf("store object: %w", err)
+		return d, false, err
 	}
-	d := h.Sum()
 	rel := d.ObjectPath()
 	if !want(d) {
 		unix.Unlinkat(s.dfd, tmp, 0)

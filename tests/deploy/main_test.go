@@ -69,7 +69,7 @@ func newHost(t *testing.T) *host {
 	h.write("usr/lib/os-release", "NAME=Test\n")
 	mods := filepath.Join(h.src, "usr/lib/modules", h.kver)
 	h.copy(kt.Vmlinuz, filepath.Join(mods, "vmlinuz"))
-	res, err := kmod.ResolveWith(kt.ModulesDir, initramfs.DefaultModules(), kmod.ResolveOptions{Optional: initramfs.DefaultModules()})
+	res, err := kmod.ResolveFS(os.DirFS(kt.ModulesDir), ".", initramfs.DefaultModules(), kmod.ResolveOptions{Optional: initramfs.DefaultModules()})
 	must(t, err)
 	for _, m := range res.Modules {
 		h.copy(filepath.Join(kt.ModulesDir, m.Path), filepath.Join(mods, m.Path))

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	cfsrepo "github.com/cfs-deploy/cfs-deploy/internal/repo"
 	"github.com/cfs-deploy/cfs-deploy/tests/gobuild"
 	"github.com/cfs-deploy/cfs-deploy/tests/mounttest"
 )
@@ -187,18 +188,8 @@ func (e *env) tip(branch string) string {
 	return strings.TrimSpace(string(data))
 }
 
-type fsckReport struct {
-	Objects   int      `json:"objects"`
-	Images    int      `json:"images"`
-	Commits   int      `json:"commits"`
-	Branches  int      `json:"branches"`
-	TempFiles int      `json:"temp_files"`
-	Warnings  []string `json:"warnings"`
-	Problems  []struct {
-		Path string `json:"path"`
-		What string `json:"problem"`
-	} `json:"problems"`
-}
+// fsckReport is what fsck --json prints.
+type fsckReport = cfsrepo.FsckReport
 
 // fsck runs fsck --json and returns the report and the exit status.
 func (e *env) fsck(extra ...string) (fsckReport, result) {

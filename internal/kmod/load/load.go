@@ -268,12 +268,6 @@ type Options struct {
 	Params func(module string) string
 }
 
-// LoadAll loads the modules of list (paths relative to modDir) in order.
-// See Load.
-func LoadAll(modDir string, list []string, logf func(format string, args ...any)) error {
-	return Load(modDir, list, Options{Logf: logf})
-}
-
 // Load loads the modules of list in order with finit_module(2).
 //
 // A compressed file is passed with MODULE_INIT_COMPRESSED_FILE so that the

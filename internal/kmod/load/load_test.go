@@ -194,7 +194,7 @@ func TestLoadFake(t *testing.T) {
 	}
 
 	calls = nil
-	if err := LoadAll(dir, []string{"kernel/a.ko"}, nil); err != nil || len(calls) != 1 {
+	if err := Load(dir, []string{"kernel/a.ko"}, Options{}); err != nil || len(calls) != 1 {
 		t.Errorf("LoadAll: %v %v", err, calls)
 	}
 }

@@ -10,15 +10,18 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/u-root/u-root/pkg/cpio"
 )
 
 // Initrd is an initramfs under construction. It is written as an
-// uncompressed newc cpio archive, entries in the order they were added, with
-// every owner root and every time zero, so equal inputs give equal bytes.
+// uncompressed newc cpio archive (u-root's pkg/cpio), entries in the order
+// they were first added, with every owner root and every time zero, so
+// equal inputs give equal bytes.
 //
-// This is deliberately the smallest writer that boots; the product's
-// initramfs builder lives elsewhere and is tested against the kernel through
-// this harness, not by it.
+// The product's initramfs builder (internal/initramfs) has its own writer
+// and is tested against the kernel through this harness, not by it: a
+// second, independent writer is the point here.
 type Initrd struct {
 	entries []cpioEntry
 	seen    map[string]bool
@@ -91,9 +94,16 @@ func (r *Initrd) addWithParents(e cpioEntry) {
 	r.add(e)
 }
 
-// add appends e; a later entry of the same name replaces the earlier one
-// when the kernel unpacks the archive.
+// add appends e, or replaces the entry of the same name in place.
 func (r *Initrd) add(e cpioEntry) {
+	if r.seen[e.name] {
+		for i := range r.entries {
+			if r.entries[i].name == e.name {
+				r.entries[i] = e
+				return
+			}
+		}
+	}
 	r.seen[e.name] = true
 	r.entries = append(r.entries, e)
 }
@@ -102,30 +112,21 @@ func (r *Initrd) add(e cpioEntry) {
 // Documentation/driver-api/early-userspace/buffer-format.rst).
 func (r *Initrd) WriteTo(w io.Writer) (int64, error) {
 	var buf bytes.Buffer
-	pad := func() {
-		for buf.Len()%4 != 0 {
-			buf.WriteByte(0)
-		}
-	}
-	entry := func(ino int, e cpioEntry) {
-		nlink := 1
+	rw := cpio.Newc.Writer(&buf)
+	for i, e := range r.entries {
+		nlink := uint64(1)
 		if e.mode&0o170000 == modeDir {
 			nlink = 2
 		}
-		// magic, then ino mode uid gid nlink mtime filesize devmajor
-		// devminor rdevmajor rdevminor namesize check, 8 hex digits each.
-		fmt.Fprintf(&buf, "070701%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x",
-			ino, e.mode, 0, 0, nlink, 0, len(e.data), 0, 0, e.major, e.minor, len(e.name)+1, 0)
-		buf.WriteString(e.name)
-		buf.WriteByte(0)
-		pad()
-		buf.Write(e.data)
-		pad()
+		rec := cpio.StaticRecord(e.data, cpio.Info{Name: e.name, Ino: uint64(i + 1), Mode: uint64(e.mode),
+			NLink: nlink, Rmajor: uint64(e.major), Rminor: uint64(e.minor)})
+		if err := rw.WriteRecord(rec); err != nil {
+			return 0, err
+		}
 	}
-	for i, e := range r.entries {
-		entry(i+1, e)
+	if err := cpio.WriteTrailer(rw); err != nil {
+		return 0, err
 	}
-	entry(0, cpioEntry{name: "TRAILER!!!"})
 	return buf.WriteTo(w)
 }
 

@@ -271,10 +271,6 @@ func (vm *VM) Output() string {
 // Started returns when QEMU was started, for timing a boot.
 func (vm *VM) Started() time.Time { return vm.start }
 
-// LogPath returns the console log file (removed with the test's temporary
-// directory).
-func (vm *VM) LogPath() string { return vm.logPath }
-
 // PoweredOff reports whether the kernel announced a power-off
 // (reboot(LINUX_REBOOT_CMD_POWER_OFF)).
 func (vm *VM) PoweredOff() bool { return strings.Contains(vm.Output(), "reboot: Power down") }
