@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
 	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+	"golang.org/x/sys/unix"
 )
 
 // host opens the fixture's sysroot for the lifecycle verbs, with the
@@ -464,4 +466,42 @@ func TestDeployImageRefs(t *testing.T) {
 	if got := refs(); !slices.Equal(got, want) {
 		t.Errorf("after cleanup %v, want %v", got, want)
 	}
+}
+
+// TestFullBoot: a boot directory without room for a new kernel fails the
+// rollout with the file and the reason, leaves no partial file, and the
+// deployments that were there still boot.
+func TestFullBoot(t *testing.T) {
+	f := newFixture(t)
+	v := f.versions(2, true)
+	f.must(os.MkdirAll(f.boot, 0o755))
+	kernel, err := os.Stat(filepath.Join(f.src, "usr/lib/modules", f.kver, "vmlinuz"))
+	f.must(err)
+	// Room for one kernel and its initramfs, not two.
+	size := kernel.Size() + 8<<20
+	if err := unix.Mount("tmpfs", f.boot, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(f.boot, unix.MNT_DETACH) })
+	r0 := f.rolloutOn(v[0].ID.String(), 10)
+	before := entryNames(t, f.boot)
+	_, err = f.rolloutWith(v[1].ID.String(), Options{})
+	if err == nil || !errors.Is(err, unix.ENOSPC) || !strings.Contains(err.Error(), "vmlinuz-") {
+		t.Fatalf("rollout into a full boot directory: %v", err)
+	}
+	if got := entryNames(t, f.boot); !slices.Equal(got, before) {
+		t.Errorf("entries %v, were %v", got, before)
+	}
+	if got := f.order(); !slices.Equal(got, []verity.Digest{v[0].Image}) {
+		t.Errorf("deployments %v", got)
+	}
+	for _, p := range []string{r0.Kernel, r0.Initramfs} {
+		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
+			t.Errorf("the old deployment's %s: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(StateDir(f.sysroot, v[1].Image)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the failed rollout left its state: %v", err)
+	}
+	checkNoTemps(t, f)
 }
