@@ -29,18 +29,13 @@ type CleanupReport struct {
 // temporaries of interrupted verbs. The staged deployment's state and
 // boot files are kept.
 func (h *Host) Cleanup() (*CleanupReport, error) {
-	unlock, err := h.lock()
+	ds, unlock, err := h.lockedDeployments()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	rep := &CleanupReport{States: []string{}, BootFiles: []string{}}
 	rep.Temps = h.removeStaleTemps()
-
-	ds, err := h.deployments()
-	if err != nil {
-		return nil, err
-	}
 	if ds.EntryErrors != nil {
 		// An entry that cannot be read may name a deployment; removing
 		// state on a guess could delete it.

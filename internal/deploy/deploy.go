@@ -241,16 +241,12 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		}
 	}
 
-	unlock, err := h.lock()
+	ds, unlock, err := h.lockedDeployments()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	h.removeStaleTemps()
-	ds, err := h.deployments()
-	if err != nil {
-		return nil, err
-	}
 	if opts.Stage && !ds.Running {
 		return nil, fmt.Errorf("sysroot %s: %w", h.Path, ErrNotRunning)
 	}

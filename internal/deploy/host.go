@@ -105,6 +105,21 @@ func (h *Host) lock() (func(), error) {
 	return filelock.Exclusive(h.Join(sysroot.LockFile))
 }
 
+// lockedDeployments takes the state lock and reads the deployments, the
+// start of every verb that changes the sysroot. The caller unlocks.
+func (h *Host) lockedDeployments() (*Deployments, func(), error) {
+	unlock, err := h.lock()
+	if err != nil {
+		return nil, nil, err
+	}
+	ds, err := h.deployments()
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return ds, unlock, nil
+}
+
 // running returns the image the running system booted from this sysroot,
 // and false when the sysroot is not the running system's (an offline
 // sysroot, a system not booted by cfs-init, or a record that the kernel

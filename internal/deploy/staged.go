@@ -122,17 +122,13 @@ type Finalized struct {
 // deployment and records why on the sysroot, where the next status shows
 // it.
 func (h *Host) Finalize() (fin *Finalized, err error) {
-	unlock, err := h.lock()
+	ds, unlock, err := h.lockedDeployments()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	st, err := h.readStaged()
 	if err != nil || st == nil {
-		return nil, err
-	}
-	ds, err := h.deployments()
-	if err != nil {
 		return nil, err
 	}
 	u := &undo{}
@@ -231,15 +227,11 @@ func (h *Host) FinalizeFailure() (*sysroot.FinalizeFailure, error) {
 // the boot loader stops counting its tries. It returns the entry file
 // and whether it was counted.
 func (h *Host) MarkGood() (string, bool, error) {
-	unlock, err := h.lock()
+	ds, unlock, err := h.lockedDeployments()
 	if err != nil {
 		return "", false, err
 	}
 	defer unlock()
-	ds, err := h.deployments()
-	if err != nil {
-		return "", false, err
-	}
 	if !ds.Running {
 		return "", false, fmt.Errorf("sysroot %s: %w", h.Path, ErrNotRunning)
 	}

@@ -47,15 +47,11 @@ type RolledBack struct {
 // deployment is discarded first: it would otherwise replace the rollback
 // at shutdown.
 func (h *Host) Rollback() (*RolledBack, error) {
-	unlock, err := h.lock()
+	ds, unlock, err := h.lockedDeployments()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	ds, err := h.deployments()
-	if err != nil {
-		return nil, err
-	}
 	if len(ds.List) < 2 {
 		return nil, fmt.Errorf("%d deployment(s) in %s: %w", len(ds.List), h.Entries(), ErrOnlyOne)
 	}
@@ -109,15 +105,11 @@ type Removed struct {
 // files no other entry refers to. The booted deployment and the last one
 // are refused.
 func (h *Host) Undeploy(index int) (*Removed, error) {
-	unlock, err := h.lock()
+	ds, unlock, err := h.lockedDeployments()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	ds, err := h.deployments()
-	if err != nil {
-		return nil, err
-	}
 	d, err := ds.At(index)
 	if err != nil {
 		return nil, err
@@ -227,15 +219,11 @@ func (h *Host) removeUnreferencedBootFiles(candidates []string) ([]string, error
 // SetPinned pins or unpins the deployment at index. A pinned deployment
 // is never removed by retention.
 func (h *Host) SetPinned(index int, pinned bool) (*Deployment, error) {
-	unlock, err := h.lock()
+	ds, unlock, err := h.lockedDeployments()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	ds, err := h.deployments()
-	if err != nil {
-		return nil, err
-	}
 	d, err := ds.At(index)
 	if err != nil {
 		return nil, err
@@ -267,15 +255,11 @@ func (h *Host) SetPinned(index int, pinned bool) (*Deployment, error) {
 // deployment if there is one, else the default. The finished line must
 // pass cfs-init's parser. With no edits it only returns the current line.
 func (h *Host) EditKargs(index int, edits []KargsEdit) (*Deployment, bootcfg.Cmdline, error) {
-	unlock, err := h.lock()
+	ds, unlock, err := h.lockedDeployments()
 	if err != nil {
 		return nil, nil, err
 	}
 	defer unlock()
-	ds, err := h.deployments()
-	if err != nil {
-		return nil, nil, err
-	}
 	if index < 0 {
 		index = 0
 		if ds.Staged != nil {

@@ -32,36 +32,45 @@ type Origin struct {
 
 // ReadOrigin reads the origin record in a deployment's state directory.
 func ReadOrigin(dir string) (*Origin, error) {
-	p := filepath.Join(dir, OriginFile)
-	data, err := ReadStateFile(p, MaxStateFile)
+	return readRecord[Origin](filepath.Join(dir, OriginFile))
+}
+
+// readRecord reads a JSON state record with ReadStateFile's caution.
+func readRecord[T any](path string) (*T, error) {
+	data, err := ReadStateFile(path, MaxStateFile)
 	if err != nil {
 		return nil, err
 	}
-	var o Origin
-	if err := json.Unmarshal(data, &o); err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
+	v := new(T)
+	if err := json.Unmarshal(data, v); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &o, nil
+	return v, nil
+}
+
+// readOptionalRecord is readRecord for records whose absence means none:
+// nil, nil.
+func readOptionalRecord[T any](path string) (*T, error) {
+	v, err := readRecord[T](path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return v, err
 }
 
 // ReadOriginStateroot reads only the stateroot of a deployment's
 // origin.json: what cfs-init needs of deployments made before the
 // stateroot file existed, without trusting the rest of the record.
 func ReadOriginStateroot(dir string) (string, error) {
-	p := filepath.Join(dir, OriginFile)
-	data, err := ReadStateFile(p, MaxStateFile)
+	o, err := readRecord[struct {
+		Stateroot string `json:"stateroot"`
+	}](filepath.Join(dir, OriginFile))
 	if err != nil {
 		return "", err
 	}
-	var o struct {
-		Stateroot string `json:"stateroot"`
-	}
-	if err := json.Unmarshal(data, &o); err != nil {
-		return "", fmt.Errorf("%s: %w", p, err)
-	}
 	if o.Stateroot != "" {
 		if err := CheckStateroot(o.Stateroot); err != nil {
-			return "", fmt.Errorf("%s: %w", p, err)
+			return "", fmt.Errorf("%s: %w", filepath.Join(dir, OriginFile), err)
 		}
 	}
 	return o.Stateroot, nil
@@ -122,17 +131,7 @@ type StepTime struct {
 
 // ReadBootRecord reads what cfs-init recorded. A missing file wraps
 // os.ErrNotExist: the system was not booted by cfs-init.
-func ReadBootRecord(path string) (*BootRecord, error) {
-	data, err := ReadStateFile(path, MaxStateFile)
-	if err != nil {
-		return nil, err
-	}
-	var r BootRecord
-	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return &r, nil
-}
+func ReadBootRecord(path string) (*BootRecord, error) { return readRecord[BootRecord](path) }
 
 // ReadBootDir returns the boot directory rollout recorded for the
 // sysroot at path: a path relative to the sysroot, or an absolute one
@@ -197,33 +196,9 @@ type FinalizeFailure struct {
 // ReadFinalizeFailure reads the sysroot's record of a failed finalize;
 // nil, nil when there is none.
 func ReadFinalizeFailure(path string) (*FinalizeFailure, error) {
-	data, err := ReadStateFile(path, MaxStateFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var f FinalizeFailure
-	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return &f, nil
+	return readOptionalRecord[FinalizeFailure](path)
 }
 
 // ReadStaged reads the staged deployment's record at path; nil, nil when
 // there is none.
-func ReadStaged(path string) (*Staged, error) {
-	data, err := ReadStateFile(path, MaxStateFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var s Staged
-	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return &s, nil
-}
+func ReadStaged(path string) (*Staged, error) { return readOptionalRecord[Staged](path) }

@@ -158,15 +158,7 @@ func run(dev, script string) {
 		err = cmd.Wait()
 	}
 	pr.Close()
-	code := 0
-	if err != nil {
-		code = -1
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		}
-	}
-	fmt.Printf("cfstest: run exit=%d\n", code)
+	fmt.Printf("cfstest: run exit=%d\n", exitCode(err))
 }
 
 // shutdownFinalize is what an init system without systemd does on its way
@@ -176,15 +168,20 @@ func shutdownFinalize() {
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		fmt.Printf("cfstest: finalize| %s\n", l)
 	}
-	code := 0
-	if err != nil {
-		code = -1
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		}
+	fmt.Printf("cfstest: finalize exit=%d\n", exitCode(err))
+}
+
+// exitCode is a finished command's exit status, -1 if it did not run or
+// died of a signal.
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
 	}
-	fmt.Printf("cfstest: finalize exit=%d\n", code)
+	return -1
 }
 
 // readAll reads the whole file, so fs-verity checks every block, and
