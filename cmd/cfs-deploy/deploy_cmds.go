@@ -233,6 +233,17 @@ func closeHost(h *deploy.Host) {
 	}
 }
 
+// openVerb parses a deployment verb's arguments with fs (to which
+// addHostFlags gave the host options and the caller its own) and
+// operands, then opens the host; the caller closes it with closeHost.
+func openVerb(fs *flag.FlagSet, hf *hostFlags, args []string, operands func(*flag.FlagSet, []string) error, needRepo bool) (*deploy.Host, error) {
+	if err := operands(fs, args); err != nil {
+		return nil, err
+	}
+	h, _, err := hf.open(needRepo)
+	return h, err
+}
+
 // parseIndex reads an INDEX operand.
 func parseIndex(s string) (int, error) {
 	n, err := strconv.Atoi(s)
@@ -296,10 +307,7 @@ func runStatus(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	hf := addHostFlags(fs)
 	asJSON := fs.Bool("json", false, "")
-	if err := noOperands(fs, args); err != nil {
-		return err
-	}
-	h, _, err := hf.open(false)
+	h, err := openVerb(fs, hf, args, noOperands, false)
 	if err != nil {
 		return err
 	}
@@ -413,10 +421,7 @@ func oneIndex(fs *flag.FlagSet, args []string) (int, error) {
 func runRollback(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	hf := addHostFlags(fs)
-	if err := noOperands(fs, args); err != nil {
-		return err
-	}
-	h, _, err := hf.open(false)
+	h, err := openVerb(fs, hf, args, noOperands, false)
 	if err != nil {
 		return err
 	}
@@ -439,11 +444,11 @@ func runRollback(prog string, args []string) error {
 func runUndeploy(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	hf := addHostFlags(fs)
-	index, err := oneIndex(fs, args)
-	if err != nil {
+	var index int
+	h, err := openVerb(fs, hf, args, func(fs *flag.FlagSet, args []string) (err error) {
+		index, err = oneIndex(fs, args)
 		return err
-	}
-	h, _, err := hf.open(false)
+	}, false)
 	if err != nil {
 		return err
 	}
@@ -464,11 +469,11 @@ func runUndeploy(prog string, args []string) error {
 func runPin(prog string, args []string, pin bool) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	hf := addHostFlags(fs)
-	index, err := oneIndex(fs, args)
-	if err != nil {
+	var index int
+	h, err := openVerb(fs, hf, args, func(fs *flag.FlagSet, args []string) (err error) {
+		index, err = oneIndex(fs, args)
 		return err
-	}
-	h, _, err := hf.open(false)
+	}, false)
 	if err != nil {
 		return err
 	}
@@ -538,10 +543,7 @@ func runCleanup(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	hf := addHostFlags(fs)
 	asJSON := fs.Bool("json", false, "")
-	if err := noOperands(fs, args); err != nil {
-		return err
-	}
-	h, _, err := hf.open(false)
+	h, err := openVerb(fs, hf, args, noOperands, false)
 	if err != nil {
 		return err
 	}
@@ -624,10 +626,7 @@ func runEtcDiff(prog string, args []string) error {
 func runMarkGood(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	hf := addHostFlags(fs)
-	if err := noOperands(fs, args); err != nil {
-		return err
-	}
-	h, _, err := hf.open(false)
+	h, err := openVerb(fs, hf, args, noOperands, false)
 	if err != nil {
 		return err
 	}
@@ -648,10 +647,7 @@ func runFinalize(prog string, args []string) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	hf := addHostFlags(fs)
 	asJSON := fs.Bool("json", false, "")
-	if err := noOperands(fs, args); err != nil {
-		return err
-	}
-	h, _, err := hf.open(true)
+	h, err := openVerb(fs, hf, args, noOperands, true)
 	if err != nil {
 		return err
 	}
