@@ -374,7 +374,14 @@ func printDeployment(d *deploy.Deployment) {
 	}
 	fmt.Printf("%s %d %-24s %s\n", mark, d.Index, strings.Join(flags, ","), what)
 	fmt.Printf("      image %s  commit %.12s  stateroot %s  kernel %s\n", short(j.Image), j.Commit, j.Stateroot, j.Kernel)
-	fmt.Printf("      entry %s  kargs %s\n", j.Entry, j.Kargs)
+	// composefs= repeats the image; the rest is what an admin edits.
+	var kargs []string
+	for _, a := range strings.Fields(j.Kargs) {
+		if !strings.HasPrefix(a, "composefs=") && !strings.HasPrefix(a, "composefs.digest=") {
+			kargs = append(kargs, a)
+		}
+	}
+	fmt.Printf("      entry %s  kargs %s\n", j.Entry, strings.Join(kargs, " "))
 	if d.Problem != "" {
 		fmt.Printf("      PROBLEM: %s\n", d.Problem)
 	}
