@@ -129,7 +129,7 @@ func (f *fixture) lifecycleDisk(t *testing.T) string {
 	write("v2/etc/cfstest/new-default", "new in version 2\n")
 	write("v2/usr/share/test/version", "2\n")
 	write("v3/usr/share/test/version", "3\n")
-	mods, err := f.k.ModuleFiles("fat")
+	mods, err := f.k.ModuleFiles("isofs")
 	if err != nil {
 		t.Fatal(err)
 	}
