@@ -192,6 +192,56 @@ func (s *Store) PutReader(r io.Reader, size int64) (d verity.Digest, created boo
 	return d, created, err
 }
 
+// ErrDigestMismatch is returned by PutVerified when the content read does
+// not have the digest it was promised to have (or not the promised size).
+var ErrDigestMismatch = errors.New("content does not match its digest")
+
+// PutVerified stores the content read from r as the object want: the bytes
+// are hashed as they are written to a temporary file, and only if their
+// fs-verity digest is want (and, when size >= 0, there are exactly size of
+// them) is the file renamed into place. Anything else is removed again and
+// reported with ErrDigestMismatch; read errors from r are returned wrapped,
+// so callers can tell a broken connection from bad content. If the object
+// already exists nothing is read and created is false.
+//
+// This is how content from an untrusted source (a remote repository, a
+// registry) enters the store: nothing unverified ever carries an object's
+// name. Unlike PutReader it writes in the object's fan-out directory, so
+// many can run in parallel.
+func (s *Store) PutVerified(r io.Reader, size int64, want verity.Digest) (created bool, err error) {
+	rel := want.ObjectPath()
+	have, replace, err := s.have(rel, want, size)
+	if have || err != nil {
+		return false, wrapPut(s, rel, err)
+	}
+	if err := s.mkdirFanOut(rel); err != nil {
+		return false, wrapPut(s, rel, err)
+	}
+	h := verity.NewHasher()
+	tmp, err := s.writeTemp(rel[:2], func(dst *os.File) error {
+		src := r
+		if size >= 0 {
+			// One byte more than promised shows a body that is too long.
+			src = io.LimitReader(r, size+1)
+		}
+		n, err := io.Copy(io.MultiWriter(dst, h), src)
+		if err != nil {
+			return err
+		}
+		if size >= 0 && n != size {
+			return fmt.Errorf("%w: got %d bytes, expected %d", ErrDigestMismatch, n, size)
+		}
+		if got := h.Sum(); got != want {
+			return fmt.Errorf("%w: content has digest %s", ErrDigestMismatch, got)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, wrapPut(s, rel, err)
+	}
+	return s.place(tmp, rel, want, replace, true)
+}
+
 // put writes a new object d of size bytes with fill unless it already
 // exists. hashed says that fill writes bytes d was computed from, so the
 // result need not be hashed again.
@@ -224,7 +274,7 @@ func (s *Store) have(rel string, d verity.Digest, size int64) (have, replace boo
 	if err != nil || !ok {
 		return false, false, err
 	}
-	if n != size {
+	if size >= 0 && n != size { // size < 0: not known to the caller
 		return false, true, nil
 	}
 	if s.opts.RequireVerity {
