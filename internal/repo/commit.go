@@ -276,6 +276,10 @@ func (r *Repo) Log(id verity.Digest, max int) ([]verity.Digest, []*Commit, error
 	}
 }
 
+// HasCommit reports whether the commit id is in the repository (indexed
+// under commits/, which happens only once all it references is present).
+func (r *Repo) HasCommit(id verity.Digest) bool { return r.hasCommit(id) }
+
 // hasCommit reports whether the commit id is indexed.
 func (r *Repo) hasCommit(id verity.Digest) bool {
 	_, err := os.Lstat(filepath.Join(r.Path, commitsDir, id.String()))
