@@ -32,10 +32,10 @@ func (f fault) String() string {
 type server struct {
 	*httptest.Server
 	mu       sync.Mutex
-	bytes    int64            // body bytes of successful (2xx) responses
-	requests map[string]int   // path -> requests
-	ranges   map[string]int   // path -> range requests
-	sent     map[string]int64 // path -> body bytes sent
+	bytes    int64                          // body bytes of successful (2xx) responses
+	requests map[string]int                 // path -> requests
+	ranges   map[string]int                 // path -> range requests
+	sent     map[string]int64               // path -> body bytes sent
 	decide   func(path string, n int) fault // called with mu held
 	stallFor time.Duration
 }
