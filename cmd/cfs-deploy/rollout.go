@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"flag"
 	"fmt"
 	"io"
@@ -8,8 +9,11 @@ import (
 	"path/filepath"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
+	"github.com/cfs-deploy/cfs-deploy/internal/config"
 	"github.com/cfs-deploy/cfs-deploy/internal/deploy"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
+	"github.com/cfs-deploy/cfs-deploy/internal/sign"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 func init() {
@@ -32,7 +36,9 @@ Makes a commit bootable on a sysroot and the boot loader's default:
     with root=SPEC rw composefs=<digest> and the extra arguments, and
     loader.conf's default names it.
 The commit's image and every object it references must be present (and
-carry fs-verity in a secure repository). A repository without fs-verity
+carry fs-verity in a secure repository). With require-signature = true in
+the configuration's [deploy] section, the commit must be signed by one of
+the trusted keys (deploy.verify-keys, else the remotes' verify-keys). A repository without fs-verity
 is only rolled out with --insecure; its entry then says composefs=?<digest>
 and the booted root is not protected by verity=require.
 Everything an entry needs is on disk before the entry appears; on failure
@@ -82,12 +88,16 @@ func runRollout(prog string, args []string) error {
 	if repoPath == "" && *sysroot != "" {
 		repoPath = filepath.Join(*sysroot, "composefs")
 	}
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
 	if repoPath == "" {
-		c, err := loadConfig()
-		if err != nil {
-			return err
-		}
-		repoPath = c.Repo
+		repoPath = cfg.Repo
+	}
+	signers, err := requiredSigners(cfg)
+	if err != nil {
+		return err
 	}
 	r, err := repo.Open(repoPath, repo.OpenOptions{})
 	if err != nil {
@@ -97,6 +107,19 @@ func runRollout(prog string, args []string) error {
 	if !*asJSON {
 		fmt.Fprintf(os.Stderr, "repository %s (%s)\n", r.Path, r.Mode())
 	}
+	var checkCommit func(verity.Digest) error
+	if signers != nil {
+		checkCommit = func(id verity.Digest) error {
+			k, err := sign.VerifyCommit(r, id, signers)
+			if err != nil {
+				return fmt.Errorf("refusing to roll out: %w (deploy.require-signature is set in %s)", err, cfg.Source)
+			}
+			if !*asJSON {
+				fmt.Fprintf(os.Stderr, "commit %s is signed by key %s\n", id, sign.KeyID(k))
+			}
+			return nil
+		}
+	}
 	var log io.Writer = os.Stderr
 	if *asJSON {
 		log = nil
@@ -104,7 +127,7 @@ func runRollout(prog string, args []string) error {
 	res, err := deploy.Rollout(deploy.Options{
 		Repo: r, Sysroot: *sysroot, BootDir: *boot, Ref: ops[0], Stateroot: *stateroot,
 		Root: *root, Kargs: kargs, Init: *initPath, Modules: modules, Log: log,
-		AllowInsecure: *insecure,
+		AllowInsecure: *insecure, CheckCommit: checkCommit,
 	})
 	if err != nil {
 		return err
@@ -114,4 +137,17 @@ func runRollout(prog string, args []string) error {
 	}
 	fmt.Printf("entry     %s\nkernel    %s\ninitramfs %s\ncmdline   %s\n", res.Entry, res.Kernel, res.Initramfs, res.Cmdline)
 	return nil
+}
+
+// requiredSigners returns the keys rollout checks commits against when
+// [deploy] require-signature is set, nil when it is not.
+func requiredSigners(cfg config.Config) ([]ed25519.PublicKey, error) {
+	if !cfg.Deploy.RequireSignature {
+		return nil, nil
+	}
+	keys, err := sign.ParsePublicKeys(cfg.RolloutKeys())
+	if err != nil {
+		return nil, fmt.Errorf("configuration %s: deploy.require-signature: %w", cfg.Source, err)
+	}
+	return keys, nil
 }
