@@ -28,7 +28,7 @@ import (
 const (
 	layerRefPrefix = "oci/layers/"
 	markerPrefix   = "user.cfs-deploy.oci."
-	markerImplicit = markerPrefix + "implicit" // a directory without an entry
+	markerImplicit = markerPrefix + "implicit"  // a directory without an entry
 	markerLink     = markerPrefix + "lowerlink" // a hard link to a lower layer: target path
 )
 
