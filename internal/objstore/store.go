@@ -44,6 +44,10 @@ type Store struct {
 	noVerity atomic.Bool // the filesystem refused verity once; stop asking
 	tmpSeq   atomic.Uint64
 	created  atomic.Int64 // objects this Store put in place
+	pid      int          // in temporary file names
+	// fanOut[i] records that the fan-out directory of first byte i
+	// exists, saving a mkdir per object.
+	fanOut [256]atomic.Bool
 }
 
 // Modes of the fan-out directories and of the objects themselves.
@@ -65,7 +69,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open object store %s: %w", dir, err)
 	}
-	return &Store{dir: dir, dfd: fd, opts: opts}, nil
+	return &Store{dir: dir, dfd: fd, opts: opts, pid: os.Getpid()}, nil
 }
 
 // Close releases the store's directory descriptor. It does not sync.
@@ -286,10 +290,33 @@ func (s *Store) have(rel string, d verity.Digest, size int64) (have, replace boo
 }
 
 func (s *Store) mkdirFanOut(rel string) error {
+	i, ok := fanOutIndex(rel)
+	if ok && s.fanOut[i].Load() {
+		return nil
+	}
 	if err := unix.Mkdirat(s.dfd, rel[:2], dirMode); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("create directory: %w", err)
 	}
+	if ok {
+		s.fanOut[i].Store(true)
+	}
 	return nil
+}
+
+// fanOutIndex returns the first byte an object path ("xx/...") names.
+func fanOutIndex(rel string) (int, bool) {
+	hex := func(c byte) (int, bool) {
+		switch {
+		case c >= '0' && c <= '9':
+			return int(c - '0'), true
+		case c >= 'a' && c <= 'f':
+			return int(c-'a') + 10, true
+		}
+		return 0, false
+	}
+	hi, ok1 := hex(rel[0])
+	lo, ok2 := hex(rel[1])
+	return hi<<4 | lo, ok1 && ok2
 }
 
 // place commits the temporary file tmp as rel, removing it on error.
@@ -319,8 +346,17 @@ func (s *Store) writeTemp(dir string, fill func(dst *os.File) error) (string, er
 		err  error
 	)
 	for {
-		name = fmt.Sprintf("%s/.tmp-%d-%d", dir, os.Getpid(), s.tmpSeq.Add(1))
+		name = fmt.Sprintf("%s/.tmp-%d-%d", dir, s.pid, s.tmpSeq.Add(1))
 		fd, err = unix.Openat(s.dfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+		if errors.Is(err, unix.ENOENT) && dir != "." {
+			// The fan-out directory went away (removed by hand?)
+			// after it was seen: make it again.
+			if i, ok := fanOutIndex(dir); ok && s.fanOut[i].Swap(false) {
+				if err = s.mkdirFanOut(dir + "/"); err == nil {
+					continue
+				}
+			}
+		}
 		if !errors.Is(err, unix.EEXIST) { // left by a crashed run with our pid
 			break
 		}

@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-func pushImage(t *testing.T, ref string, img v1.Image) {
+func pushImage(t testing.TB, ref string, img v1.Image) {
 	t.Helper()
 	n, err := name.ParseReference(ref)
 	if err != nil {

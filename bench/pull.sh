@@ -1,0 +1,125 @@
+#!/bin/bash
+# Measures `cfs-deploy pull` on this machine, against its floors:
+#
+#   1. a pull of a commit of a real tree (default /usr/local/go: about
+#      14,000 objects, 230 MB) over loopback HTTP into an empty repository,
+#      against committing the same tree locally into an empty repository
+#      (goal: within 1.5x), and against two floors with the same 8
+#      parallel requests: fetching every object and discarding it
+#      (loopback HTTP), and fetching it and computing its fs-verity digest
+#      (what a verified pull must do before it writes anything);
+#   2. the pull of an update in which 10 files changed: bytes the server
+#      sent against the changed objects + image + commit record
+#      (goal: within 5%);
+#   3. an OCI pull of a 3-layer image whose top layer changed, through a
+#      counting proxy in front of a local docker-registry: the bytes
+#      downloaded against the top layer's size (goal: only that layer);
+#      a Go benchmark, BenchmarkPullChangedTopLayer in internal/oci.
+#
+# Repositories are insecure (no fs-verity on this host) and live under
+# $BENCH_DIR (default /var/tmp). The server is bench/pullfloor, a Go
+# static file server (http.FileServer) on 127.0.0.1.
+#
+# Usage: bench/pull.sh [SOURCE-TREE]
+#   RUNS=N         repetitions of each timing (default 3)
+#   BENCH_DIR=DIR  where repositories go (default /var/tmp)
+#   KEEP=1         keep the work directory
+set -euo pipefail
+
+SRC=${1:-/usr/local/go}
+RUNS=${RUNS:-3}
+BENCH_DIR=${BENCH_DIR:-/var/tmp}
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+[ -d "$SRC" ] || { echo "no source tree $SRC" >&2; exit 1; }
+work=$(mktemp -d "$BENCH_DIR/cfs-bench-pull.XXXXXX")
+server=""
+cleanup() {
+	[ -n "$server" ] && kill "$server" 2>/dev/null || true
+	[ -n "${KEEP:-}" ] && { echo "kept $work" >&2; return; }
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "building..." >&2
+(cd "$here" && go build -o "$work/cfs-deploy" ./cmd/cfs-deploy && go build -o "$work/pullfloor" ./bench/pullfloor)
+cfs="$work/cfs-deploy"
+empty_config="$work/config.toml"
+: >"$empty_config"
+c() { "$cfs" --config "$empty_config" "$@"; }
+
+# time_runs NAME PREPARE COMMAND: run COMMAND RUNS times (PREPARE before
+# each, untimed) and print min and mean seconds.
+results=()
+time_runs() {
+	local name=$1 prepare=$2 cmd=$3 total=0 min="" t0 t1 d
+	for _ in $(seq "$RUNS"); do
+		bash -c "$prepare" >/dev/null 2>&1
+		t0=$(date +%s.%N)
+		bash -c "$cmd" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+		t1=$(date +%s.%N)
+		d=$(echo "$t1 - $t0" | bc)
+		total=$(echo "$total + $d" | bc)
+		if [ -z "$min" ] || [ "$(echo "$d < $min" | bc)" = 1 ]; then min=$d; fi
+	done
+	results+=("$(printf '%-52s %8.3f %8.3f' "$name" "$min" "$(echo "scale=3; $total / $RUNS" | bc)")")
+	echo "$name: min $min" >&2
+}
+
+remote="$work/remote"
+c init --insecure --repo "$remote" >/dev/null
+c commit --repo "$remote" --branch main "$SRC" >/dev/null 2>&1
+objects=$(find "$remote/objects" -type f | wc -l)
+bytes=$(du -sb --apparent-size "$remote/objects" | cut -f1)
+(cd "$remote" && find objects -type f) >"$work/list"
+"$work/pullfloor" serve "$remote" "$work/addr" &
+server=$!
+for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.05; done
+url=$(cat "$work/addr")
+echo "source: $SRC; published repository: $objects objects, $bytes bytes; served at $url" >&2
+echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+local_repo="$work/local"
+fresh="rm -rf $local_repo && $cfs --config $empty_config init --insecure --repo $local_repo"
+time_runs "commit $SRC locally into an empty repository" "$fresh" "$cfs --config $empty_config commit --repo $local_repo --branch main $SRC"
+time_runs "pull it over loopback HTTP into an empty repository" "$fresh" "$cfs --config $empty_config pull --repo $local_repo $url main"
+time_runs "floor: GET every object, discard (8 at once)" "true" "$work/pullfloor fetch $url $work/list"
+time_runs "floor: GET every object + fs-verity digest" "true" "$work/pullfloor fetch -verity $url $work/list"
+time_runs "pull from a plain path (file://) into an empty repo" "$fresh" "$cfs --config $empty_config pull --repo $local_repo $remote main"
+
+# 2. The 10-file update.
+copy="$work/copy"
+cp -a "$SRC" "$copy"
+c commit --repo "$remote" --branch upd "$copy" >/dev/null 2>&1
+bash -c "$fresh" >/dev/null
+c pull --repo "$local_repo" "$url" upd >/dev/null 2>&1
+mapfile -t victims < <(find "$copy" -type f -size +2k | sort | head -n 10)
+for v in "${victims[@]}"; do echo "// changed $RANDOM" >>"$v"; done
+out=$(c commit --repo "$remote" --branch upd "$copy" 2>/dev/null)
+commit=$(awk '$1 == "commit" {print $2}' <<<"$out")
+image=$(awk '$1 == "image" {print $2}' <<<"$out")
+curl -s "$url/.stats" >/dev/null # reset
+c pull --repo "$local_repo" --json "$url" upd >"$work/upd.json"
+sent=$(curl -s "$url/.stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
+changed=0
+for v in "${victims[@]}"; do changed=$((changed + $(stat -c %s "$v"))); done
+objsize() { stat -c %s "$remote/objects/${1:0:2}/${1:2}"; }
+imgsize=$(objsize "$image")
+recsize=$(objsize "$commit")
+useful=$((changed + imgsize + recsize))
+
+# 3. OCI.
+echo "OCI benchmark (go test -bench PullChangedTopLayer ./internal/oci)..." >&2
+oci=$(cd "$here" && go test -run '^$' -bench BenchmarkPullChangedTopLayer -benchtime 1x ./internal/oci 2>&1 | grep -E '^Benchmark' || true)
+
+echo
+printf '%-52s %8s %8s\n' "measurement (runs: $RUNS)" "min s" "mean s"
+printf '%s\n' "${results[@]}"
+echo
+echo "10-file update: server sent $sent bytes; changed objects $changed + image $imgsize + commit $recsize = $useful bytes; ratio $(echo "scale=4; $sent / $useful" | bc)"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("  pull --json: %d objects fetched (%d bytes), %d requests, %.3fs" % (r["fetched_objects"], r["fetched_object_bytes"], r["requests"], r["seconds"]))' "$work/upd.json"
+echo
+echo "OCI pull of a 3-layer image whose top layer changed:"
+echo "  $oci"
+echo
+echo "source $SRC: $objects objects, $bytes bytes; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
