@@ -200,13 +200,18 @@ func (p *puller) fetchVerified(ctx context.Context, rel string, limit int64, che
 	}
 }
 
-// storeObject fetches the object rel into the store, checked against d
-// (and size, when known) before it gets its name.
-func (p *puller) storeObject(ctx context.Context, rel string, size int64, put func(io.Reader) (bool, error)) (bool, error) {
+// storeObject fetches the object rel into the store with put, which
+// checks it against its digest (and size, when known) before it gets its
+// name. An object of unknown size may not be larger than limit.
+func (p *puller) storeObject(ctx context.Context, rel string, size, limit int64, put func(io.Reader) (bool, error)) (bool, error) {
 	fails := 0
 	for {
 		b := &body{ctx: ctx, src: p.src, rel: rel, size: size, retry: p.retry, c: &p.c, fails: &fails}
-		created, err := put(b)
+		var rd io.Reader = b
+		if size < 0 {
+			rd = &capped{r: b, left: limit, limit: limit, rel: rel}
+		}
+		created, err := put(rd)
 		b.Close()
 		if err == nil {
 			return created, nil
@@ -223,4 +228,28 @@ func (p *puller) storeObject(ctx context.Context, rel string, size int64, put fu
 			return false, werr
 		}
 	}
+}
+
+// capped fails a stream longer than its limit: a server must not fill the
+// disk with an object whose size nothing announced.
+type capped struct {
+	r           io.Reader
+	left, limit int64
+	rel         string
+}
+
+func (c *capped) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		var one [1]byte
+		if n, _ := c.r.Read(one[:]); n > 0 {
+			return 0, fmt.Errorf("%s: larger than the %d bytes allowed", c.rel, c.limit)
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
 }

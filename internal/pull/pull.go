@@ -92,6 +92,10 @@ type Result struct {
 	Seconds     float64 `json:"seconds"`
 }
 
+// maxBootObject bounds an object named only by a commit's kernel record:
+// such an object is a boot file small enough to be inline in the image.
+const maxBootObject = 1 << 20
+
 // ErrDowngrade refuses a remote tip older than the local branch's tip:
 // someone serving an old (validly signed) commit to hold hosts back.
 var ErrDowngrade = errors.New("the remote's commit is older than the local branch's")
@@ -330,7 +334,9 @@ func (p *puller) pull(ctx context.Context, opts Options, res *Result) error {
 		})
 		for _, d := range c.BootObjects() {
 			if _, ok := need[d]; !ok {
-				need[d] = -1 // inline boot files are stored as objects; size not in the image
+				// Only a boot file inlined in the image (at most 64
+				// bytes) is an object the image does not size.
+				need[d] = -1
 				who[d] = "the kernel record of commit " + ids[i].String()
 			}
 		}
@@ -388,7 +394,7 @@ func (p *puller) fetchRecord(ctx context.Context, id verity.Digest) ([]byte, err
 // image makes sure image d is in the local store and returns its tree.
 func (p *puller) image(ctx context.Context, d verity.Digest) (*erofs.Node, error) {
 	if !p.r.Objects().Has(d) {
-		_, err := p.storeObject(ctx, "objects/"+d.ObjectPath(), -1, func(rd io.Reader) (bool, error) {
+		_, err := p.storeObject(ctx, "objects/"+d.ObjectPath(), -1, repo.MaxImageSize, func(rd io.Reader) (bool, error) {
 			return p.r.Objects().PutVerified(rd, -1, d)
 		})
 		if err != nil {
@@ -416,7 +422,7 @@ func (p *puller) fetchObjects(ctx context.Context, objs []verity.Digest, size ma
 		go func() {
 			defer wg.Done()
 			for d := range work {
-				_, err := p.storeObject(ctx, "objects/"+d.ObjectPath(), size[d], func(rd io.Reader) (bool, error) {
+				_, err := p.storeObject(ctx, "objects/"+d.ObjectPath(), size[d], maxBootObject, func(rd io.Reader) (bool, error) {
 					return p.r.Objects().PutVerified(rd, size[d], d)
 				})
 				if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -468,4 +469,17 @@ func TestPullDepthAndDowngrade(t *testing.T) {
 	opts.AllowDowngrade = true
 	f.pull(t, opts)
 	branchIs(t, f.local, "os/main", f.first.ID)
+}
+
+func TestCappedStream(t *testing.T) {
+	for _, n := range []int{10, 11} {
+		c := &capped{r: strings.NewReader(strings.Repeat("x", n)), left: 10, limit: 10, rel: "objects/x"}
+		data, err := io.ReadAll(c)
+		if n == 10 && (err != nil || len(data) != 10) {
+			t.Errorf("10 bytes under a cap of 10: %d, %v", len(data), err)
+		}
+		if n == 11 && (err == nil || !strings.Contains(err.Error(), "larger than the 10 bytes")) {
+			t.Errorf("11 bytes under a cap of 10: %v", err)
+		}
+	}
 }
