@@ -3,6 +3,7 @@ package pull
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -180,5 +181,30 @@ func TestPushPullRegistry(t *testing.T) {
 	r := host.fails("pull", ref, "os", "--verify-key", "ed25519:"+strings.Repeat("A", 43)+"=")
 	if !strings.Contains(r.stderr, "container image") {
 		t.Errorf("verify-key on an image: %v", r)
+	}
+}
+
+// On a terminal, pull draws a progress line (objects, bytes, rate, ETA)
+// and ends with a summary.
+func TestPullProgressOnTerminal(t *testing.T) {
+	needTree(t)
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("no script(1) to give pull a terminal")
+	}
+	build := newHost(t, "")
+	build.ok("commit", "--branch", "os", realTree)
+	srv := serve(t, build.repo)
+	srv.delay = func() { time.Sleep(20 * time.Millisecond) }
+	host := newHost(t, "")
+	line := strings.Join([]string{bin, "--repo", host.repo, "--config", host.config, "pull", srv.URL, "os"}, " ")
+	out, err := exec.Command("script", "-qfec", line, "/dev/null").CombinedOutput()
+	if err != nil {
+		t.Fatalf("script: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{"pulling: ", " objects, ", "/s, ETA ", "pulled " + srv.URL + " os into os: 1 commit(s), "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("terminal output lacks %q:\n%q", want, text)
+		}
 	}
 }
