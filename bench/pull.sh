@@ -24,6 +24,10 @@
 #   RUNS=N         repetitions of each timing (default 3)
 #   BENCH_DIR=DIR  where repositories go (default /var/tmp)
 #   KEEP=1         keep the work directory
+#
+# "cpu s" is the user + system time of the measured command alone: for a
+# pull over HTTP the server's time is not in it, though on a machine with
+# few cores the server competes with the pull for them.
 set -euo pipefail
 
 SRC=${1:-/usr/local/go}
@@ -49,20 +53,20 @@ empty_config="$work/config.toml"
 c() { "$cfs" --config "$empty_config" "$@"; }
 
 # time_runs NAME PREPARE COMMAND: run COMMAND RUNS times (PREPARE before
-# each, untimed) and print min and mean seconds.
+# each, untimed) and record min and mean wall seconds and mean CPU seconds
+# (user + system) of the command's own processes.
 results=()
 time_runs() {
-	local name=$1 prepare=$2 cmd=$3 total=0 min="" t0 t1 d
+	local name=$1 prepare=$2 cmd=$3 total=0 cpu=0 min="" e u s
 	for _ in $(seq "$RUNS"); do
 		bash -c "$prepare" >/dev/null 2>&1
-		t0=$(date +%s.%N)
-		bash -c "$cmd" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-		t1=$(date +%s.%N)
-		d=$(echo "$t1 - $t0" | bc)
-		total=$(echo "$total + $d" | bc)
-		if [ -z "$min" ] || [ "$(echo "$d < $min" | bc)" = 1 ]; then min=$d; fi
+		/usr/bin/time -o "$work/time" -f "%e %U %S" bash -c "$cmd" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+		read -r e u s <"$work/time"
+		total=$(echo "$total + $e" | bc)
+		cpu=$(echo "$cpu + $u + $s" | bc)
+		if [ -z "$min" ] || [ "$(echo "$e < $min" | bc)" = 1 ]; then min=$e; fi
 	done
-	results+=("$(printf '%-52s %8.3f %8.3f' "$name" "$min" "$(echo "scale=3; $total / $RUNS" | bc)")")
+	results+=("$(printf '%-52s %8.2f %8.2f %8.2f' "$name" "$min" "$(echo "scale=3; $total / $RUNS" | bc)" "$(echo "scale=3; $cpu / $RUNS" | bc)")")
 	echo "$name: min $min" >&2
 }
 
@@ -82,7 +86,11 @@ echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 local_repo="$work/local"
 fresh="rm -rf $local_repo && $cfs --config $empty_config init --insecure --repo $local_repo"
 time_runs "commit $SRC locally into an empty repository" "$fresh" "$cfs --config $empty_config commit --repo $local_repo --branch main $SRC"
+# The server's CPU time (clock ticks in /proc/PID/stat) during the pulls.
+server_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+t0=$(server_ticks)
 time_runs "pull it over loopback HTTP into an empty repository" "$fresh" "$cfs --config $empty_config pull --repo $local_repo $url main"
+server_cpu=$(echo "scale=2; ($(server_ticks) - $t0) / $(getconf CLK_TCK) / $RUNS" | bc)
 time_runs "floor: GET every object, discard (8 at once)" "true" "$work/pullfloor fetch $url $work/list"
 time_runs "floor: GET every object + fs-verity digest" "true" "$work/pullfloor fetch -verity $url $work/list"
 time_runs "pull from a plain path (file://) into an empty repo" "$fresh" "$cfs --config $empty_config pull --repo $local_repo $remote main"
@@ -113,8 +121,9 @@ echo "OCI benchmark (go test -bench PullChangedTopLayer ./internal/oci)..." >&2
 oci=$(cd "$here" && go test -run '^$' -bench BenchmarkPullChangedTopLayer -benchtime 1x ./internal/oci 2>&1 | grep -E '^Benchmark' || true)
 
 echo
-printf '%-52s %8s %8s\n' "measurement (runs: $RUNS)" "min s" "mean s"
+printf '%-52s %8s %8s %8s\n' "measurement (runs: $RUNS)" "min s" "mean s" "cpu s"
 printf '%s\n' "${results[@]}"
+echo "(the HTTP server used $server_cpu s of CPU per pull)"
 echo
 echo "10-file update: server sent $sent bytes; changed objects $changed + image $imgsize + commit $recsize = $useful bytes; ratio $(echo "scale=4; $sent / $useful" | bc)"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("  pull --json: %d objects fetched (%d bytes), %d requests, %.3fs" % (r["fetched_objects"], r["fetched_object_bytes"], r["requests"], r["seconds"]))' "$work/upd.json"
