@@ -109,7 +109,7 @@ func Pull(ctx context.Context, r *repo.Repo, opts PullOptions) (*PullResult, err
 
 	if tip, err := r.Branch(opts.Branch); err == nil {
 		if c, err := r.ReadCommit(tip); err == nil && c.OCI != nil && c.OCI.Manifest == res.Manifest {
-			res.UpToDate, res.Commit, res.Image = true, tip.String(), c.Image
+			res.UpToDate, res.Commit, res.Image = true, tip.String(), c.ImageDigest().String()
 			res.Seconds = time.Since(start).Seconds()
 			return res, nil
 		}

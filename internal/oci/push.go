@@ -85,7 +85,7 @@ func Push(ctx context.Context, r *repo.Repo, id verity.Digest, opts PushOptions)
 	if err != nil {
 		return nil, err
 	}
-	img = mutate.Annotations(img, map[string]string{annotationCommit: id.String(), annotationImage: c.Image}).(v1.Image)
+	img = mutate.Annotations(img, map[string]string{annotationCommit: id.String(), annotationImage: c.ImageDigest().String()}).(v1.Image)
 
 	switch ref.Transport {
 	case Docker:
@@ -106,7 +106,7 @@ func Push(ctx context.Context, r *repo.Repo, id verity.Digest, opts PushOptions)
 		return nil, err
 	}
 	return &PushResult{Reference: ref.String(), Manifest: m.String(), Layer: l.digest.String(), LayerSize: l.size,
-		Commit: id.String(), Image: c.Image}, nil
+		Commit: id.String(), Image: c.ImageDigest().String()}, nil
 }
 
 // writeLayout adds img to an OCI layout directory (created if missing),

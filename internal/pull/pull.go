@@ -255,7 +255,7 @@ func (p *puller) pull(ctx context.Context, opts Options, res *Result) error {
 	if err != nil {
 		return fmt.Errorf("commit %s from %s: %w", tip, p.src, err)
 	}
-	res.Image = tipCommit.Image
+	res.Image = tipCommit.ImageDigest().String()
 	sigs, err := p.fetchBytes(ctx, repo.SignaturePath(tip), repo.MaxSignatureFile)
 	if errors.Is(err, ErrNotFound) {
 		sigs, err = nil, nil
