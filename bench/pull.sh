@@ -52,22 +52,31 @@ empty_config="$work/config.toml"
 : >"$empty_config"
 c() { "$cfs" --config "$empty_config" "$@"; }
 
-# time_runs NAME PREPARE COMMAND: run COMMAND RUNS times (PREPARE before
-# each, untimed) and record min and mean wall seconds and mean CPU seconds
-# (user + system) of the command's own processes.
+# measure NAME PREPARE COMMAND...: triples of a name, a preparation and a
+# command. Each command runs RUNS times, PREPARE before each (untimed);
+# the commands take turns, round by round, so that a change of load on a
+# shared machine hits them all alike. Records min and mean wall seconds and
+# mean CPU seconds (user + system) of the command's own processes.
 results=()
-time_runs() {
-	local name=$1 prepare=$2 cmd=$3 total=0 cpu=0 min="" e u s
+measure() {
+	local -a names=() preps=() cmds=()
+	while (($#)); do names+=("$1"); preps+=("$2"); cmds+=("$3"); shift 3; done
+	local -a total=() cpu=() min=()
+	local i e u s
 	for _ in $(seq "$RUNS"); do
-		bash -c "$prepare" >/dev/null 2>&1
-		/usr/bin/time -o "$work/time" -f "%e %U %S" bash -c "$cmd" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-		read -r e u s <"$work/time"
-		total=$(echo "$total + $e" | bc)
-		cpu=$(echo "$cpu + $u + $s" | bc)
-		if [ -z "$min" ] || [ "$(echo "$e < $min" | bc)" = 1 ]; then min=$e; fi
+		for i in "${!cmds[@]}"; do
+			bash -c "${preps[$i]}" >/dev/null 2>&1
+			/usr/bin/time -o "$work/time" -f "%e %U %S" bash -c "${cmds[$i]}" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+			read -r e u s <"$work/time"
+			total[i]=$(echo "${total[i]:-0} + $e" | bc)
+			cpu[i]=$(echo "${cpu[i]:-0} + $u + $s" | bc)
+			if [ -z "${min[i]:-}" ] || [ "$(echo "$e < ${min[i]}" | bc)" = 1 ]; then min[i]=$e; fi
+			echo "${names[$i]}: $e s" >&2
+		done
 	done
-	results+=("$(printf '%-52s %8.2f %8.2f %8.2f' "$name" "$min" "$(echo "scale=3; $total / $RUNS" | bc)" "$(echo "scale=3; $cpu / $RUNS" | bc)")")
-	echo "$name: min $min" >&2
+	for i in "${!cmds[@]}"; do
+		results+=("$(printf '%-52s %8.2f %8.2f %8.2f' "${names[$i]}" "${min[i]}" "$(echo "scale=3; ${total[i]} / $RUNS" | bc)" "$(echo "scale=3; ${cpu[i]} / $RUNS" | bc)")")
+	done
 }
 
 remote="$work/remote"
@@ -85,15 +94,17 @@ echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 local_repo="$work/local"
 fresh="rm -rf $local_repo && $cfs --config $empty_config init --insecure --repo $local_repo"
-time_runs "commit $SRC locally into an empty repository" "$fresh" "$cfs --config $empty_config commit --repo $local_repo --branch main $SRC"
 # The server's CPU time (clock ticks in /proc/PID/stat) during the pulls.
 server_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 t0=$(server_ticks)
-time_runs "pull it over loopback HTTP into an empty repository" "$fresh" "$cfs --config $empty_config pull --repo $local_repo $url main"
+measure \
+	"commit $SRC locally into an empty repository" "$fresh" "$cfs --config $empty_config commit --repo $local_repo --branch main $SRC" \
+	"pull it over loopback HTTP into an empty repository" "$fresh" "$cfs --config $empty_config pull --repo $local_repo $url main" \
+	"pull from a plain path (file://) into an empty repo" "$fresh" "$cfs --config $empty_config pull --repo $local_repo $remote main"
 server_cpu=$(echo "scale=2; ($(server_ticks) - $t0) / $(getconf CLK_TCK) / $RUNS" | bc)
-time_runs "floor: GET every object, discard (8 at once)" "true" "$work/pullfloor fetch $url $work/list"
-time_runs "floor: GET every object + fs-verity digest" "true" "$work/pullfloor fetch -verity $url $work/list"
-time_runs "pull from a plain path (file://) into an empty repo" "$fresh" "$cfs --config $empty_config pull --repo $local_repo $remote main"
+measure \
+	"floor: GET every object, discard (8 at once)" "true" "$work/pullfloor fetch $url $work/list" \
+	"floor: GET every object + fs-verity digest" "true" "$work/pullfloor fetch -verity $url $work/list"
 
 # 2. The 10-file update.
 copy="$work/copy"
