@@ -26,6 +26,17 @@ func (p *progress) update(files, bytes int64) {
 	p.shown = true
 }
 
+// line shows text after the label.
+func (p *progress) line(text string) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(os.Stderr, "\r\033[K%s: %s", p.label, text)
+	p.shown = true
+}
+
 func (p *progress) done() {
 	if p == nil {
 		return

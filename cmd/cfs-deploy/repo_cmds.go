@@ -13,6 +13,7 @@ import (
 
 	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
+	"github.com/cfs-deploy/cfs-deploy/internal/sign"
 )
 
 func init() {
@@ -29,14 +30,16 @@ computes digests in userspace; boots from it need composefs=?<digest>.`),
 	register("commit", command{
 		summary: "commit a directory, tar stream or dump file to a branch",
 		run:     runCommit,
-		usage: usageText(`Usage: cfs-deploy commit --branch NAME [--subject TEXT] [--version V] [--json]
-                         [--trust-existing] SOURCE
+		usage: usageText(`Usage: cfs-deploy commit --branch NAME [--subject TEXT] [--version V] [--sign-key FILE]
+                         [--json] [--trust-existing] SOURCE
        cfs-deploy commit --branch NAME [...] --from-tar FILE|-
        cfs-deploy commit --branch NAME [...] --from-dump FILE
 
 Stores every file larger than 64 bytes as an object (deduplicated against
 everything already in the repository), writes the composefs image, records
 a commit whose parent is the branch's previous tip, and moves the branch.
+--sign-key FILE signs the commit record with that ed25519 private key
+(see keygen) before the branch moves.
 Prints the commit id and the image digest (the composefs= kernel argument).
 A directory SOURCE is read without crossing into other filesystems (like
 tar --one-file-system): a mount point inside it is recorded as an empty
@@ -120,6 +123,7 @@ func runCommit(prog string, args []string) error {
 	version := fs.String("version", "", "")
 	fromTar := fs.String("from-tar", "", "")
 	fromDump := fs.String("from-dump", "", "")
+	signKey := fs.String("sign-key", "", "")
 	asJSON := fs.Bool("json", false, "")
 	trust := fs.Bool("trust-existing", false, "")
 	ops, err := cliutil.Parse(fs, args)
@@ -142,12 +146,20 @@ func runCommit(prog string, args []string) error {
 	if sources != 1 {
 		return cliutil.Usagef("give exactly one source: a directory, --from-tar or --from-dump")
 	}
+	opts := repo.CommitOptions{Branch: *branch, Subject: *subject, Version: *version}
+	if *signKey != "" {
+		// Load the key first: a missing key must not cost a commit.
+		key, err := sign.LoadPrivateKey(*signKey)
+		if err != nil {
+			return err
+		}
+		opts.Sign = sign.Signer(key)
+	}
 	r, _, err := openRepo(repo.OpenOptions{TrustExisting: *trust}, *asJSON)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	opts := repo.CommitOptions{Branch: *branch, Subject: *subject, Version: *version}
 	var prog_ *progress
 	if isTerminal(os.Stderr) {
 		prog_ = newProgress("committing")

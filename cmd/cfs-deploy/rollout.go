@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"flag"
 	"fmt"
 	"os"
@@ -8,7 +9,10 @@ import (
 	"strings"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
+	"github.com/cfs-deploy/cfs-deploy/internal/config"
 	"github.com/cfs-deploy/cfs-deploy/internal/deploy"
+	"github.com/cfs-deploy/cfs-deploy/internal/sign"
+	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
 func init() {
@@ -119,6 +123,23 @@ func runRollout(prog string, args []string) error {
 		fmt.Fprintf(os.Stderr, "repository %s (%s)\n", r.Path, r.Mode())
 		h.Log = os.Stderr
 	}
+	signers, err := requiredSigners(c)
+	if err != nil {
+		return err
+	}
+	var checkCommit func(verity.Digest) error
+	if signers != nil {
+		checkCommit = func(id verity.Digest) error {
+			k, err := sign.VerifyCommit(r, id, signers)
+			if err != nil {
+				return fmt.Errorf("refusing to roll out: %w (deploy.require-signature is set in %s)", err, c.Source)
+			}
+			if !*asJSON {
+				fmt.Fprintf(os.Stderr, "commit %s is signed by key %s\n", id, sign.KeyID(k))
+			}
+			return nil
+		}
+	}
 	keepRollback := c.Deploy.KeepRollback
 	if *keep >= 0 {
 		keepRollback = *keep
@@ -131,6 +152,7 @@ func runRollout(prog string, args []string) error {
 		Ref: ops[0], Stateroot: *stateroot, Root: *root, Kargs: kargs, Init: *initPath, Modules: modules,
 		AllowInsecure: *insecure, KeepRollback: &keepRollback, NoRetention: *noRetention,
 		Tries: bootTries, Stage: *stage, Initramfs: firstNonEmpty(*builder, c.Deploy.Initramfs), DracutModule: *dracutModule,
+		CheckCommit: checkCommit,
 	})
 	if err != nil {
 		return err
@@ -186,4 +208,17 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// requiredSigners returns the keys rollout checks commits against when
+// [deploy] require-signature is set, nil when it is not.
+func requiredSigners(cfg config.Config) ([]ed25519.PublicKey, error) {
+	if !cfg.Deploy.RequireSignature {
+		return nil, nil
+	}
+	keys, err := sign.ParsePublicKeys(cfg.RolloutKeys())
+	if err != nil {
+		return nil, fmt.Errorf("configuration %s: deploy.require-signature: %w", cfg.Source, err)
+	}
+	return keys, nil
 }

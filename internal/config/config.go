@@ -22,8 +22,41 @@ type Config struct {
 	Repo   string `toml:"repo"`
 	GC     GC     `toml:"gc"`
 	Deploy Deploy `toml:"deploy"`
+	// Remotes are named places to pull from ([remote.NAME]).
+	Remotes map[string]Remote `toml:"remote"`
 	// Source records where the configuration came from, for messages.
 	Source string `toml:"-"`
+}
+
+// Remote is one [remote.NAME] section.
+type Remote struct {
+	// URL is a published repository (http://, https://, file://, a
+	// path) or a container image (docker://, oci:, oci-archive:).
+	URL string `toml:"url"`
+	// VerifyKeys, if set, are the keys one of which must have signed a
+	// commit pulled from this remote: paths of PEM public key files, or
+	// "ed25519:BASE64".
+	VerifyKeys []string `toml:"verify-keys"`
+}
+
+// RolloutKeys are the keys rollout checks signatures against when
+// require-signature is set: [deploy] verify-keys, else the verify-keys of
+// all remotes together.
+func (c Config) RolloutKeys() []string {
+	if len(c.Deploy.VerifyKeys) > 0 {
+		return c.Deploy.VerifyKeys
+	}
+	var keys []string
+	seen := map[string]bool{}
+	for _, r := range c.Remotes {
+		for _, k := range r.VerifyKeys {
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
 }
 
 // GC configures garbage collection.
@@ -45,6 +78,10 @@ type Deploy struct {
 	// Initramfs is the builder of initramfs images for commits that
 	// ship none: "cfs-init" (default), "dracut" or "dracut-generic".
 	Initramfs string `toml:"initramfs"`
+	// RequireSignature makes rollout refuse commits not signed by a
+	// trusted key (VerifyKeys, else every remote's verify-keys).
+	RequireSignature bool     `toml:"require-signature"`
+	VerifyKeys       []string `toml:"verify-keys"`
 }
 
 // Defaults are used for anything the file does not set.
@@ -93,6 +130,29 @@ func Load(path string) (Config, error) {
 	if c.Deploy.BootTries < 0 || c.Deploy.BootTries > 1000 {
 		return c, fmt.Errorf("configuration %s: deploy.boot-tries must be between 0 and 1000", path)
 	}
+	for name, r := range c.Remotes {
+		if !validRemoteName(name) {
+			return c, fmt.Errorf("configuration %s: remote name %q: use letters, digits, '.', '_' and '-'", path, name)
+		}
+		if r.URL == "" {
+			return c, fmt.Errorf("configuration %s: remote.%s.url is not set", path, name)
+		}
+	}
+	if c.Deploy.RequireSignature && len(c.RolloutKeys()) == 0 {
+		return c, fmt.Errorf("configuration %s: deploy.require-signature needs trusted keys (deploy.verify-keys, or verify-keys of a remote)", path)
+	}
 	c.Source = path
 	return c, nil
+}
+
+func validRemoteName(name string) bool {
+	if name == "" || name[0] == '.' || name[0] == '-' {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

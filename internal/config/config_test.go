@@ -52,3 +52,41 @@ func TestLoadDefaultsFromEnvAbsent(t *testing.T) {
 		t.Fatal("no default repo")
 	}
 }
+
+func TestLoadRemotesAndDeploy(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(p, []byte(`
+[remote.origin]
+url = "https://updates.example.com/os"
+verify-keys = ["/etc/cfs-deploy/keys/build.pub"]
+
+[remote.registry]
+url = "docker://registry.example.com/os:stable"
+verify-keys = ["/etc/cfs-deploy/keys/build.pub", "ed25519:AAAA"]
+
+[deploy]
+require-signature = true
+`), 0o644)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Remotes["origin"].URL != "https://updates.example.com/os" || len(c.Remotes["registry"].VerifyKeys) != 2 {
+		t.Fatalf("remotes %+v", c.Remotes)
+	}
+	if !c.Deploy.RequireSignature || len(c.RolloutKeys()) != 2 {
+		t.Fatalf("deploy %+v, keys %v", c.Deploy, c.RolloutKeys())
+	}
+
+	for _, bad := range []struct{ text, want string }{
+		{"[remote.x]\nverify-keys = []\n", "remote.x.url"},
+		{"[remote.\"a b\"]\nurl = \"/x\"\n", "remote name"},
+		{"[deploy]\nrequire-signature = true\n", "trusted keys"},
+		{"[remote.x]\nurl = \"/x\"\nverify-key = \"k\"\n", "verify-key"},
+	} {
+		os.WriteFile(p, []byte(bad.text), 0o644)
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: err = %v, want one naming %q", bad.text, err, bad.want)
+		}
+	}
+}

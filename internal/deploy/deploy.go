@@ -107,6 +107,9 @@ type Options struct {
 	RunDir, Cmdline string
 	// Log, if set, receives progress lines.
 	Log io.Writer
+	// CheckCommit, if set, vets the commit Ref resolves to before
+	// anything is done (rollout's require-signature check).
+	CheckCommit func(commit verity.Digest) error
 }
 
 // Result says what a rollout did.
@@ -219,6 +222,11 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 	id, err := r.Resolve(opts.Ref)
 	if err != nil {
 		return nil, err
+	}
+	if opts.CheckCommit != nil {
+		if err := opts.CheckCommit(id); err != nil {
+			return nil, err
+		}
 	}
 	c, root, err := r.CommitTree(id)
 	if err != nil {

@@ -63,6 +63,10 @@ type Store struct {
 	// checked remembers what Verify found per digest (nil: intact), so
 	// that an object is read once per Store however often it is reused.
 	checked sync.Map
+	pid     int // in temporary file names
+	// fanOut[i] records that the fan-out directory of first byte i
+	// exists, saving a mkdir per object.
+	fanOut [256]atomic.Bool
 }
 
 // ErrDamaged marks an object whose content does not have the digest it is
@@ -94,7 +98,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open object store %s: %w", dir, err)
 	}
-	return &Store{dir: dir, dfd: fd, opts: opts}, nil
+	return &Store{dir: dir, dfd: fd, opts: opts, pid: os.Getpid()}, nil
 }
 
 // Close releases the store's directory descriptor. It does not sync.
@@ -289,6 +293,56 @@ func (s *Store) writeHashed(r io.Reader, size int64) (string, verity.Digest, err
 	return tmp, h.Sum(), nil
 }
 
+// ErrDigestMismatch is returned by PutVerified when the content read does
+// not have the digest it was promised to have (or not the promised size).
+var ErrDigestMismatch = errors.New("content does not match its digest")
+
+// PutVerified stores the content read from r as the object want: the bytes
+// are hashed as they are written to a temporary file, and only if their
+// fs-verity digest is want (and, when size >= 0, there are exactly size of
+// them) is the file renamed into place. Anything else is removed again and
+// reported with ErrDigestMismatch; read errors from r are returned wrapped,
+// so callers can tell a broken connection from bad content. If the object
+// already exists nothing is read and created is false.
+//
+// This is how content from an untrusted source (a remote repository, a
+// registry) enters the store: nothing unverified ever carries an object's
+// name. Unlike PutReader it writes in the object's fan-out directory, so
+// many can run in parallel.
+func (s *Store) PutVerified(r io.Reader, size int64, want verity.Digest) (created bool, err error) {
+	rel := want.ObjectPath()
+	have, replace, err := s.have(rel, want, size)
+	if have || err != nil {
+		return false, wrapPut(s, rel, err)
+	}
+	if err := s.mkdirFanOut(rel); err != nil {
+		return false, wrapPut(s, rel, err)
+	}
+	h := verity.NewHasher()
+	tmp, err := s.writeTemp(rel[:2], func(dst *os.File) error {
+		src := r
+		if size >= 0 {
+			// One byte more than promised shows a body that is too long.
+			src = io.LimitReader(r, size+1)
+		}
+		n, err := io.Copy(io.MultiWriter(dst, h), src)
+		if err != nil {
+			return err
+		}
+		if size >= 0 && n != size {
+			return fmt.Errorf("%w: got %d bytes, expected %d", ErrDigestMismatch, n, size)
+		}
+		if got := h.Sum(); got != want {
+			return fmt.Errorf("%w: content has digest %s", ErrDigestMismatch, got)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, wrapPut(s, rel, err)
+	}
+	return s.place(tmp, rel, want, replace, true)
+}
+
 // put writes a new object d of size bytes with fill unless it already
 // exists. hashed says that fill writes bytes d was computed from, so the
 // result need not be hashed again.
@@ -321,7 +375,7 @@ func (s *Store) have(rel string, d verity.Digest, size int64) (have, replace boo
 	if err != nil || !ok {
 		return false, false, err
 	}
-	if n != size {
+	if size >= 0 && n != size { // size < 0: not known to the caller
 		return false, true, nil
 	}
 	if s.opts.RequireVerity {
@@ -367,10 +421,33 @@ func tighten(dir string) error {
 }
 
 func (s *Store) mkdirFanOut(rel string) error {
+	i, ok := fanOutIndex(rel)
+	if ok && s.fanOut[i].Load() {
+		return nil
+	}
 	if err := unix.Mkdirat(s.dfd, rel[:2], s.opts.dirMode()); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("create directory: %w", err)
 	}
+	if ok {
+		s.fanOut[i].Store(true)
+	}
 	return nil
+}
+
+// fanOutIndex returns the first byte an object path ("xx/...") names.
+func fanOutIndex(rel string) (int, bool) {
+	hex := func(c byte) (int, bool) {
+		switch {
+		case c >= '0' && c <= '9':
+			return int(c - '0'), true
+		case c >= 'a' && c <= 'f':
+			return int(c-'a') + 10, true
+		}
+		return 0, false
+	}
+	hi, ok1 := hex(rel[0])
+	lo, ok2 := hex(rel[1])
+	return hi<<4 | lo, ok1 && ok2
 }
 
 // place commits the temporary file tmp as rel, removing it on error.
@@ -400,8 +477,17 @@ func (s *Store) writeTemp(dir string, fill func(dst *os.File) error) (string, er
 		err  error
 	)
 	for {
-		name = fmt.Sprintf("%s/.tmp-%d-%d", dir, os.Getpid(), s.tmpSeq.Add(1))
+		name = fmt.Sprintf("%s/.tmp-%d-%d", dir, s.pid, s.tmpSeq.Add(1))
 		fd, err = unix.Openat(s.dfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+		if errors.Is(err, unix.ENOENT) && dir != "." {
+			// The fan-out directory went away (removed by hand?)
+			// after it was seen: make it again.
+			if i, ok := fanOutIndex(dir); ok && s.fanOut[i].Swap(false) {
+				if err = s.mkdirFanOut(dir + "/"); err == nil {
+					continue
+				}
+			}
+		}
 		if !errors.Is(err, unix.EEXIST) { // left by a crashed run with our pid
 			break
 		}

@@ -508,3 +508,59 @@ func TestVerifyExistingReplacesDamagedObject(t *testing.T) {
 		t.Errorf("store holds %d entries at the top, want the one fan-out directory", len(ents))
 	}
 }
+
+func TestPutVerified(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{EnableVerity: true})
+	data := pattern(100000, 21)
+	d := verity.DigestBytes(data)
+	fan := filepath.Join(dir, d.String()[:2])
+
+	// Wrong bytes (one flipped), too few, too many: refused, nothing kept.
+	flipped := bytes.Clone(data)
+	flipped[5000] ^= 1
+	bad := []struct {
+		name string
+		body []byte
+		size int64
+	}{
+		{"flipped byte", flipped, int64(len(data))},
+		{"truncated", data[:len(data)-1], int64(len(data))},
+		{"too long", append(bytes.Clone(data), 0), int64(len(data))},
+		{"flipped, size unknown", flipped, -1},
+	}
+	for _, c := range bad {
+		_, err := s.PutVerified(bytes.NewReader(c.body), c.size, d)
+		if !errors.Is(err, ErrDigestMismatch) {
+			t.Errorf("%s: err = %v, want ErrDigestMismatch", c.name, err)
+		}
+		if s.Has(d) {
+			t.Fatalf("%s: object stored", c.name)
+		}
+		noTemps(t, fan)
+	}
+
+	// A read error is passed on, not reported as a mismatch.
+	boom := errors.New("connection reset")
+	_, err := s.PutVerified(io.MultiReader(bytes.NewReader(data[:10]), errReader{boom}), int64(len(data)), d)
+	if !errors.Is(err, boom) || errors.Is(err, ErrDigestMismatch) {
+		t.Errorf("read error: err = %v", err)
+	}
+	noTemps(t, fan)
+
+	for _, size := range []int64{int64(len(data)), -1} {
+		created, err := s.PutVerified(bytes.NewReader(data), size, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if created != (size >= 0) {
+			t.Errorf("size %d: created = %v", size, created)
+		}
+	}
+	checkObject(t, s, d, data)
+	noTemps(t, fan)
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }

@@ -30,6 +30,18 @@ type Commit struct {
 	// Kernel is what the tree holds under /usr/lib/modules/<version>.
 	Kernel *Kernel `json:"kernel,omitempty"`
 	Stats  Stats   `json:"stats"`
+	// OCI says which container image the tree was pulled from.
+	OCI *OCISource `json:"oci,omitempty"`
+}
+
+// OCISource records the container image a commit was made from: the
+// reference as given, the digest of the manifest that was applied (the
+// one for linux/amd64 if the reference named an index) and the layers.
+type OCISource struct {
+	Reference string   `json:"reference"`
+	Manifest  string   `json:"manifest"`
+	Config    string   `json:"config,omitempty"`
+	Layers    []string `json:"layers,omitempty"`
 }
 
 // Kernel names the boot files of a commit by object digest.
@@ -71,43 +83,71 @@ func marshalJSON(v any) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// writeCommit stores a commit record. The caller indexes it under
-// commits/ once the object is synced.
-func (r *Repo) writeCommit(c *Commit) (verity.Digest, error) {
+// MaxCommitRecord bounds the size of a commit record read back or
+// fetched: records are small JSON objects.
+const MaxCommitRecord = 1 << 20
+
+// writeCommit stores a commit record and returns its id and bytes. The
+// caller indexes it under commits/ once the object is synced.
+func (r *Repo) writeCommit(c *Commit) (verity.Digest, []byte, error) {
 	data, err := marshalJSON(c)
 	if err != nil {
-		return verity.Digest{}, err
+		return verity.Digest{}, nil, err
 	}
 	id, _, err := r.objects.PutBytes(data)
 	if err != nil {
-		return verity.Digest{}, fmt.Errorf("store commit record: %w", err)
+		return verity.Digest{}, nil, fmt.Errorf("store commit record: %w", err)
 	}
-	return id, nil
+	return id, data, nil
 }
 
 // ReadCommit loads and checks a commit record.
 func (r *Repo) ReadCommit(id verity.Digest) (*Commit, error) {
-	data, err := r.readObject(id, 1<<20)
+	data, err := r.CommitRecord(id)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ParseCommit(data)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// CommitRecord returns the bytes of a commit record, checked against its
+// id: what a signature covers.
+func (r *Repo) CommitRecord(id verity.Digest) ([]byte, error) {
+	data, err := r.readObject(id, MaxCommitRecord)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("commit %s: %w", id, ErrNoCommit)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("commit %s: %w", id, err)
 	}
+	return data, nil
+}
+
+// ParseCommit parses and checks the bytes of a commit record, such as one
+// fetched from a remote before it is stored.
+func ParseCommit(data []byte) (*Commit, error) {
 	var c Commit
 	if err := json.Unmarshal(data, &c); err != nil {
-		return nil, fmt.Errorf("commit %s: corrupt record: %w", id, err)
+		return nil, fmt.Errorf("corrupt record: %w", err)
 	}
 	// Digests are checked as they are read; the ones that must be there
 	// are checked here.
 	if c.Image.IsZero() {
-		return nil, fmt.Errorf("commit %s: corrupt record: no image digest", id)
+		return nil, fmt.Errorf("corrupt record: no image digest")
 	}
 	if c.Kernel != nil && c.Kernel.Vmlinuz.IsZero() {
-		return nil, fmt.Errorf("commit %s: corrupt record: kernel %s without a vmlinuz digest", id, c.Kernel.Version)
+		return nil, fmt.Errorf("corrupt record: kernel %s without a vmlinuz digest", c.Kernel.Version)
 	}
 	return &c, nil
 }
+
+// BootObjects lists the objects a commit's kernel record names (vmlinuz
+// and initramfs), which the image need not reference.
+func (c *Commit) BootObjects() []verity.Digest { return c.Kernel.objects() }
 
 // Commits lists the ids of all commit records indexed in the repository.
 func (r *Repo) Commits() ([]verity.Digest, error) {
@@ -222,6 +262,10 @@ func (r *Repo) Log(id verity.Digest, max int) ([]verity.Digest, []*Commit, error
 		id = p
 	}
 }
+
+// HasCommit reports whether the commit id is in the repository (indexed
+// under commits/, which happens only once all it references is present).
+func (r *Repo) HasCommit(id verity.Digest) bool { return r.hasCommit(id) }
 
 // hasCommit reports whether the commit id is indexed.
 func (r *Repo) hasCommit(id verity.Digest) bool {

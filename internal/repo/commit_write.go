@@ -24,6 +24,14 @@ type CommitOptions struct {
 	Time    time.Time // zero: now
 	// Progress, if set, gets (entries, bytes) while the source is read.
 	Progress func(files, bytes int64)
+	// OCI, if set, is recorded in the commit: the container image the
+	// tree came from.
+	OCI *OCISource
+	// Sign, if set, is given the new commit's id and record and returns
+	// the signature file to store beside it (see SetCommitSignatures). It
+	// runs before the branch moves, so the branch never names an unsigned
+	// commit that was meant to be signed.
+	Sign func(id verity.Digest, record []byte) ([]byte, error)
 }
 
 // CommitResult is what a commit produced.
@@ -72,11 +80,12 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 		Image:   img,
 		Kernel:  kernel,
 		Stats:   stats,
+		OCI:     opts.OCI,
 	}
 	if hasParent {
 		c.Parent = parent
 	}
-	id, err := r.writeCommit(c)
+	id, record, err := r.writeCommit(c)
 	if err != nil {
 		return nil, err
 	}
@@ -96,6 +105,15 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 	for _, d := range []string{imagesDir, commitsDir} {
 		if err := atomicfile.SyncDir(filepath.Join(r.Path, d)); err != nil {
 			return nil, fmt.Errorf("sync repository: %w", err)
+		}
+	}
+	if opts.Sign != nil {
+		sig, err := opts.Sign(id, record)
+		if err != nil {
+			return nil, fmt.Errorf("sign commit %s: %w", id, err)
+		}
+		if err := r.SetCommitSignatures(id, sig); err != nil {
+			return nil, err
 		}
 	}
 	crashpoint.Here("before-branch")

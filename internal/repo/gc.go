@@ -230,6 +230,19 @@ func (r *Repo) GC(opts GCOptions) (*GCReport, error) {
 			}
 		}
 	}
+	// Signatures go with their commits.
+	sigs, err := os.ReadDir(filepath.Join(r.Path, commitsDir))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range sigs {
+		hex, ok := strings.CutSuffix(e.Name(), signatureSuffix)
+		if d, err := verity.ParseDigest(hex); ok && err == nil && !liveCommits[d] {
+			if err := remove(filepath.Join(r.Path, commitsDir, e.Name())); err != nil {
+				return nil, err
+			}
+		}
+	}
 	temps, err := r.otherTemps()
 	if err != nil {
 		return nil, fmt.Errorf("%w", err)

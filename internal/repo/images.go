@@ -10,9 +10,10 @@ import (
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
 )
 
-// maxImageSize bounds what is read back as an image: composefs images hold
-// metadata only, so even huge trees stay far below this.
-const maxImageSize = 1 << 30
+// MaxImageSize bounds what is read back (or fetched) as an image:
+// composefs images hold metadata only, so even huge trees stay far below
+// this.
+const MaxImageSize = 1 << 30
 
 // writeImage writes the composefs image of root as an object and returns
 // its fs-verity digest. The caller indexes it under images/ once the
@@ -42,7 +43,7 @@ func (r *Repo) HasImage(d verity.Digest) bool {
 
 // ReadImage loads and parses an image, verifying its digest.
 func (r *Repo) ReadImage(d verity.Digest) (*erofs.Image, error) {
-	data, err := r.readObject(d, maxImageSize)
+	data, err := r.readObject(d, MaxImageSize)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", d, err)
 	}

@@ -56,11 +56,18 @@ func newMeta(secure bool) Meta {
 }
 
 func readMeta(path string) (Meta, error) {
-	var m Meta
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return m, err
+		return Meta{}, err
 	}
+	return ParseMeta(data, path)
+}
+
+// ParseMeta parses and checks a repository's meta.json (named name in
+// errors): this version must be able to read the repository it describes.
+func ParseMeta(data []byte, name string) (Meta, error) {
+	var m Meta
+	path := name
 	if err := json.Unmarshal(data, &m); err != nil {
 		return m, fmt.Errorf("parse %s: %w", path, err)
 	}

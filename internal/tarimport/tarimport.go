@@ -34,13 +34,42 @@ type Result struct {
 	Entries    int
 	NewObjects int
 	Bytes      int64
+	// With Options.Layer: the directories that had no entry of their own
+	// (created for the entries below them; the root too, if it had none),
+	// whose metadata a layer must not impose on the directory below it,
+	Implicit map[*erofs.Node]bool
+	// and hard links whose target is not in this stream, by the target's
+	// path: placeholders (empty regular files) the caller resolves
+	// against the layers below.
+	LowerLinks map[*erofs.Node]string
+}
+
+// Options control ImportWith.
+type Options struct {
+	// InlineMax: files larger than this are stored as objects.
+	InlineMax int
+	// Progress, if set, is called after each entry.
+	Progress func(files, bytes int64)
+	// Layer reads the stream as a container image layer, one of several
+	// applied in order: see Result.Implicit and Result.LowerLinks.
+	Layer bool
 }
 
 // Import reads the whole tar stream. Files larger than inlineMax bytes are
 // stored in st. Progress, if set, is called after each entry.
 func Import(r io.Reader, st *objstore.Store, inlineMax int, progress func(files, bytes int64)) (*Result, error) {
-	imp := &importer{st: st, inlineMax: inlineMax,
+	return ImportWith(r, st, Options{InlineMax: inlineMax, Progress: progress})
+}
+
+// ImportWith reads the whole tar stream as opts say.
+func ImportWith(r io.Reader, st *objstore.Store, opts Options) (*Result, error) {
+	progress := opts.Progress
+	imp := &importer{st: st, inlineMax: opts.InlineMax, layer: opts.Layer,
 		res: &Result{Root: erofs.NewDirectory("", 0o755)}}
+	if opts.Layer {
+		imp.res.Implicit = map[*erofs.Node]bool{imp.res.Root: true}
+		imp.res.LowerLinks = map[*erofs.Node]string{}
+	}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -58,16 +87,16 @@ func Import(r io.Reader, st *objstore.Store, inlineMax int, progress func(files,
 			progress(int64(imp.res.Entries), imp.res.Bytes)
 		}
 	}
-	relink(imp.res.Root)
+	Relink(imp.res.Root)
 	return imp.res, nil
 }
 
-// relink repairs hard links after entries were replaced. A link whose
+// Relink repairs hard links after entries were replaced. A link whose
 // target was replaced or removed by a later entry becomes the owner of the
 // old inode, as on disk after extraction (further links to that inode
 // follow it), and every file's nlink is recounted from the links that are
 // still in the tree.
-func relink(root *erofs.Node) {
+func Relink(root *erofs.Node) {
 	inTree := map[*erofs.Node]bool{}
 	var links []*erofs.Node
 	erofs.Walk(root, func(n *erofs.Node) error {
@@ -109,6 +138,7 @@ func relink(root *erofs.Node) {
 type importer struct {
 	st        *objstore.Store
 	inlineMax int
+	layer     bool
 	res       *Result
 }
 
@@ -137,6 +167,9 @@ func (imp *importer) dir(parts []string) (*erofs.Node, error) {
 			c.Mtime = n.Mtime
 			if err := n.AddChild(c); err != nil {
 				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+			if imp.layer {
+				imp.res.Implicit[c] = true
 			}
 		}
 		if c.LinkTo != nil || !c.IsDir() {
@@ -192,6 +225,9 @@ func (imp *importer) add(hdr *tar.Header, body io.Reader) error {
 	case tar.TypeDir:
 		n.Mode = erofs.ModeDir | perm
 		n.Nlink = 2
+		if imp.layer {
+			delete(imp.res.Implicit, n)
+		}
 	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
 		n.Mode = erofs.ModeReg | perm
 		return imp.content(n, hdr.Size, body)
@@ -210,6 +246,12 @@ func (imp *importer) add(hdr *tar.Header, body io.Reader) error {
 			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
 		}
 		t, err := erofs.Resolve(imp.res.Root, strings.Join(tparts, "/"))
+		if err != nil && imp.layer && len(tparts) > 0 {
+			// A link to a file of a lower layer.
+			*n = erofs.Node{Name: n.Name, Mode: erofs.ModeReg, Nlink: 1}
+			imp.res.LowerLinks[n] = strings.Join(tparts, "/")
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
 		}

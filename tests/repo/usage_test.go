@@ -52,6 +52,10 @@ func TestCommandLineMistakes(t *testing.T) {
 		"etc-diff":        {{"etc-diff", "0", "1"}, {"etc-diff", "-1"}},
 		"mark-good":       {{"mark-good", "0"}},
 		"finalize":        {{"finalize", "now"}},
+		"pull":            {{"pull", "file:///nonexistent"}, {"pull", "/nonexistent", "main", "extra"}, {"pull", "--jobs", "0", "/x", "main"}},
+		"push":            {{"push", "oci:" + mnt + "/oci"}, {"push", "oci:" + mnt + "/oci", "main", "extra"}},
+		"keygen":          {{"keygen"}, {"keygen", mnt + "/k", "extra"}},
+		"sign":            {{"sign", "main"}, {"sign", "--key", mnt + "/k", "main", "extra"}},
 	}
 	// Every command the binary lists is covered.
 	help := e.ok("--help")
