@@ -18,6 +18,10 @@
 //	<boot>/loader/entries/cfs-deploy-<12 hex>[+N[-M]].conf   one entry per deployment
 //	/run/cfs-deploy/booted.json                   what cfs-init booted (the running system)
 //	/run/cfs-deploy/staged.json                   the deployment finalize makes the default
+//	/run/cfs-deploy/sysroot                       the physical root, as cfs-init mounted it
+//	/run/cfs-deploy/image                         the deployment's EROFS image, mounted read-only
+//	/run/cfs-deploy/systemd/                      mount units for the booted system, which the
+//	                                              cfs-deploy-generator of a prepared tree hands to systemd
 //
 // A staged deployment is recorded in /run, so that a crash or power cut
 // before finalize forgets it: the old default boots, and its state
@@ -79,6 +83,22 @@ const RunDir = "/run/cfs-deploy"
 const (
 	BootRecordFile = "booted.json"
 	StagedFile     = "staged.json"
+)
+
+// Where cfs-init leaves the mounts the root is made of. They are under
+// /run, which moves into the new root whole, so the root's overlay
+// options (lowerdir+=ImageMountDir, datadir+=PhysicalRootDir/composefs/
+// objects) name paths that exist on the booted system.
+const (
+	PhysicalRootDir = RunDir + "/sysroot"
+	ImageMountDir   = RunDir + "/image"
+	// UnitsDir holds systemd units cfs-init writes for the mounts it made
+	// (var.mount, the physical root, the image): systemd only learns about
+	// them from the mount table otherwise, without the dependencies that
+	// order a clean shutdown. cfs-init cannot write to systemd's generator
+	// directories (systemd creates them afresh); the cfs-deploy-generator
+	// installed by commit --prepare-os copies these into its output.
+	UnitsDir = RunDir + "/systemd"
 )
 
 // BootRecordPath is where cfs-init records the boot on the booted system.
