@@ -27,7 +27,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("/ in the booted system is %v, want a read-only overlay with verity=require", root)
 	}
 	f.checkReads(t, out, f.checkedFiles())
-	rec := bootRecordOf(t, vm)
+	rec := bootRecordOf(t, vm.Output())
 	t.Logf("booted system: / is %s", strings.Join(root, " "))
 	if rec != nil {
 		t.Logf("cfs-init booted image %s from %s (kernel-verified fs-verity: %v)", rec.Digest, rec.Device, rec.KernelVerity)

@@ -35,6 +35,7 @@ func TestDeployBoot(t *testing.T) {
 	t.Run("dracut", f.testDracut)
 	t.Run("uefi-fallback", f.testUEFIFallback)
 	t.Run("staged", f.testStaged)
+	t.Run("pull", f.testPull)
 }
 
 // checkedFiles are the test OS files whose content a boot compares.
@@ -186,7 +187,7 @@ func (f *fixture) testVerified(t *testing.T) {
 				t.Errorf("writing %s on the image should fail with EROFS: %q", p, got)
 			}
 		}
-		r := bootRecordOf(t, vm)
+		r := bootRecordOf(t, vm.Output())
 		if r.Digest != in.image || r.Insecure || !r.KernelVerity {
 			t.Errorf("booted.json: digest %s insecure %v kernel_verity %v; want %s, false, true", r.Digest, r.Insecure, r.KernelVerity, in.image)
 		}
@@ -449,7 +450,7 @@ func (f *fixture) testInsecure(t *testing.T) {
 			t.Errorf("/ should be the composefs overlay without verity=require; /proc/mounts has %q", root)
 		}
 		f.checkReads(t, out, reads)
-		r := bootRecordOf(t, vm)
+		r := bootRecordOf(t, vm.Output())
 		if r.Digest != in.image || !r.Insecure || r.KernelVerity {
 			t.Errorf("booted.json: digest %s insecure %v kernel_verity %v; want %s, true, false", r.Digest, r.Insecure, r.KernelVerity, in.image)
 		}

@@ -505,10 +505,11 @@ func (f *fixture) finish(t *testing.T, vm *vmtest.VM, in *install) (code int) {
 // refusedLine is cfs-init's failure line, stamped with the kernel's uptime.
 var refusedLine = regexp.MustCompile(`\[\s*(\d+\.\d+)\] cfs-init: refusing to boot`)
 
-// bootRecordOf returns the boot record the test init printed.
-func bootRecordOf(t *testing.T, vm *vmtest.VM) *bootRecord {
+// bootRecordOf returns the boot record the test init printed on the
+// console out.
+func bootRecordOf(t *testing.T, out string) *bootRecord {
 	t.Helper()
-	js := strings.TrimPrefix(consoleLine(vm.Output(), "cfstest: booted.json "), "cfstest: booted.json ")
+	js := strings.TrimPrefix(consoleLine(out, "cfstest: booted.json "), "cfstest: booted.json ")
 	var r bootRecord
 	if err := json.Unmarshal([]byte(strings.TrimSpace(js)), &r); err != nil {
 		t.Fatalf("booted.json as the test init printed it: %v\n%q", err, js)

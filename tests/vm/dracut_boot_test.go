@@ -212,7 +212,7 @@ func (f *fixture) testDracut(t *testing.T) {
 		if m := bootMode(t, out); m != "setup-root" {
 			t.Errorf("booted.json mode %q: want setup-root (cfs-init run by the dracut module's unit)", m)
 		}
-		r := bootRecordOf(t, vm)
+		r := bootRecordOf(t, vm.Output())
 		if r.Digest != in.image || r.Insecure || !r.KernelVerity {
 			t.Errorf("booted.json: digest %s insecure %v kernel_verity %v; want %s, false, true", r.Digest, r.Insecure, r.KernelVerity, in.image)
 		}

@@ -111,9 +111,7 @@ func (f *fixture) testLifecycle(t *testing.T) {
 func (f *fixture) lifecycleDisk(t *testing.T) string {
 	dir := t.TempDir()
 	for _, v := range []string{"v2", "v3"} {
-		if out, err := exec.Command("cp", "-a", f.tree, filepath.Join(dir, v)).CombinedOutput(); err != nil {
-			t.Fatalf("cp -a: %v: %s", err, out)
-		}
+		f.copyTree(t, filepath.Join(dir, v))
 	}
 	write := func(p, content string) {
 		t.Helper()
@@ -144,9 +142,7 @@ func (f *fixture) lifecycleDisk(t *testing.T) string {
 		t.Fatalf("depmod: %v: %s", err, out)
 	}
 
-	status := func(tag string) string {
-		return "echo @@" + tag + "-begin; cfs-deploy status --json; echo @@" + tag + "-end\n"
-	}
+	status := statusScript
 	write("step1.sh", "set -e\n"+
 		"echo 'setting=local' > /etc/cfstest/config\n"+
 		"echo 'added by admin' > /etc/cfstest/local-added\n"+
@@ -232,16 +228,42 @@ type statusJSON struct {
 	TriesLeft *int `json:"tries_left"`
 }
 
-// statusOf parses the status --json output the script printed between
-// @@tag-begin and @@tag-end.
-func statusOf(t *testing.T, out, tag string) []statusJSON {
+// statusScript is a script line that prints status --json tagged for
+// statusOf.
+func statusScript(tag string) string { return taggedScript(tag, "cfs-deploy status --json") }
+
+// taggedScript is a script line that runs command with its output between
+// @@tag-begin and @@tag-end lines, for taggedOutput.
+func taggedScript(tag, command string) string {
+	return "echo @@" + tag + "-begin; " + command + "; echo @@" + tag + "-end\n"
+}
+
+// taggedOutput returns what the script printed between @@tag-begin and
+// @@tag-end.
+func taggedOutput(t *testing.T, out, tag string) string {
 	t.Helper()
 	lines := runLines(out)
 	_, rest, ok := strings.Cut(lines, "@@"+tag+"-begin\n")
 	body, _, ok2 := strings.Cut(rest, "@@"+tag+"-end")
 	if !ok || !ok2 {
-		t.Fatalf("no status %q in:\n%s", tag, lines)
+		t.Fatalf("no output tagged %q in:\n%s", tag, lines)
 	}
+	return body
+}
+
+// copyTree copies the test OS tree to dst, for a scenario to change.
+func (f *fixture) copyTree(t *testing.T, dst string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", f.tree, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a %s %s: %v: %s", f.tree, dst, err, out)
+	}
+}
+
+// statusOf parses the status --json output the script printed between
+// @@tag-begin and @@tag-end.
+func statusOf(t *testing.T, out, tag string) []statusJSON {
+	t.Helper()
+	body := taggedOutput(t, out, tag)
 	var st struct {
 		Deployments []statusJSON `json:"deployments"`
 	}

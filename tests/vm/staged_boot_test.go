@@ -2,7 +2,6 @@ package vm_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,14 +19,10 @@ func (f *fixture) testStaged(t *testing.T) {
 	disk := f.diskCopy(t, in)
 	dir := t.TempDir()
 	for _, v := range []string{"v2", "v3"} {
-		if out, err := exec.Command("cp", "-a", f.tree, filepath.Join(dir, v)).CombinedOutput(); err != nil {
-			t.Fatalf("cp -a: %v: %s", err, out)
-		}
+		f.copyTree(t, filepath.Join(dir, v))
 		must(t, os.WriteFile(filepath.Join(dir, v, "usr/share/test/version"), []byte(v+"\n"), 0o644))
 	}
-	status := func(tag string) string {
-		return "echo @@" + tag + "-begin; cfs-deploy status --json; echo @@" + tag + "-end\n"
-	}
+	status := statusScript
 	write := func(name, script string) {
 		must(t, os.WriteFile(filepath.Join(dir, name), []byte(script), 0o644))
 	}
