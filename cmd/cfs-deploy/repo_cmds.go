@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/cliutil"
+	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
+	"github.com/cfs-deploy/cfs-deploy/internal/osprep"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
 	"github.com/cfs-deploy/cfs-deploy/internal/sign"
 )
@@ -31,7 +33,7 @@ computes digests in userspace; boots from it need composefs=?<digest>.`),
 		summary: "commit a directory, tar stream or dump file to a branch",
 		run:     runCommit,
 		usage: usageText(`Usage: cfs-deploy commit --branch NAME [--subject TEXT] [--version V] [--sign-key FILE]
-                         [--json] [--trust-existing] SOURCE
+                         [--json] [--trust-existing] [--prepare-os] SOURCE
        cfs-deploy commit --branch NAME [...] --from-tar FILE|-
        cfs-deploy commit --branch NAME [...] --from-dump FILE
 
@@ -57,7 +59,16 @@ In a repository without fs-verity nothing vouches for an object already
 there, so the commit reads each one it reuses and replaces a damaged copy
 (from a directory or tar source; a dump commit is refused).
 --trust-existing skips that: much faster for a large unchanged tree, but
-damage goes unnoticed until fsck.`),
+damage goes unnoticed until fsck.
+
+--prepare-os commits a stock distribution tree as a deployable OS: the
+tree that is committed (never the source) gets /home, /root, /srv, /opt,
+/mnt, /usr/local links into /var (/media into /run), their content kept
+under /usr/share/factory; a tmpfiles.d snippet that makes their targets
+at every boot; a tmpfs on /tmp and no fstab entry for / (a warning says
+if one was commented out); dpkg's and rpm's databases moved into /usr;
+the systemd generator for cfs-init's units. Preparing a prepared tree
+changes nothing. See docs/os-trees.md.`),
 	})
 	register("log", command{
 		summary: "show a branch's history",
@@ -126,6 +137,7 @@ func runCommit(prog string, args []string) error {
 	signKey := fs.String("sign-key", "", "")
 	asJSON := fs.Bool("json", false, "")
 	trust := fs.Bool("trust-existing", false, "")
+	prepareOS := fs.Bool("prepare-os", false, "")
 	ops, err := cliutil.Parse(fs, args)
 	if err != nil {
 		return err
@@ -160,6 +172,9 @@ func runCommit(prog string, args []string) error {
 		return err
 	}
 	defer r.Close()
+	if *prepareOS {
+		opts.Prepare = prepareOSHook(r)
+	}
 	var prog_ *progress
 	if isTerminal(os.Stderr) {
 		prog_ = newProgress("committing")
@@ -194,6 +209,17 @@ func runCommit(prog string, args []string) error {
 	fmt.Fprintf(os.Stderr, "%d entries, %d objects (%d new), %s of content, in %.2fs\n",
 		st.Entries, st.Objects, st.NewObjects, humanBytes(st.ContentBytes), time.Since(start).Seconds())
 	return nil
+}
+
+// prepareOSHook is the commit hook of --prepare-os.
+func prepareOSHook(r *repo.Repo) func(*erofs.Node) ([]string, error) {
+	return func(root *erofs.Node) ([]string, error) {
+		rep, err := osprep.Prepare(root, r)
+		if err != nil {
+			return nil, err
+		}
+		return rep.Warnings, nil
+	}
 }
 
 // commitStream runs commit on the named file, "-" being standard input.

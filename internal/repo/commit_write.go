@@ -32,6 +32,12 @@ type CommitOptions struct {
 	// runs before the branch moves, so the branch never names an unsigned
 	// commit that was meant to be signed.
 	Sign func(id verity.Digest, record []byte) ([]byte, error)
+	// Prepare, if set, transforms the tree after it has been read and
+	// before it is checked and written (commit --prepare-os, package
+	// osprep). The source is never touched: only the tree in memory. It
+	// may store new content with Repo.PutBytes. Its warnings join the
+	// result's.
+	Prepare func(root *erofs.Node) (warnings []string, err error)
 }
 
 // CommitResult is what a commit produced.
@@ -48,6 +54,13 @@ type CommitResult struct {
 // branch lock. stored says the caller has just stored (or found) every
 // object itself, so they need not be looked up again.
 func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, stored bool) (*CommitResult, error) {
+	var warnings []string
+	if opts.Prepare != nil {
+		var err error
+		if warnings, err = opts.Prepare(root); err != nil {
+			return nil, err
+		}
+	}
 	parent, err := r.Branch(opts.Branch)
 	hasParent := err == nil
 	if err != nil && !errors.Is(err, ErrNoBranch) {
@@ -121,7 +134,7 @@ func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, 
 		return nil, err
 	}
 	crashpoint.Here("after-branch")
-	return &CommitResult{ID: id, Image: img, Commit: c}, nil
+	return &CommitResult{ID: id, Image: img, Commit: c, Warnings: warnings}, nil
 }
 
 // CheckObjects makes sure every object root references is in the
