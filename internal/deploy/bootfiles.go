@@ -42,6 +42,7 @@ type bootFiles struct {
 	built             bool // the initramfs was built, not taken from the commit
 	reused            bool // built earlier from the same inputs, and reused
 	manifest          *initramfs.Manifest
+	warnings          []string // about the initramfs's module set
 }
 
 // checkKernelVersion refuses kernel versions that would not make a plain
@@ -82,13 +83,19 @@ func (h *Host) installBootFiles(c *repo.Commit, root *erofs.Node, tfs fs.FS, opt
 			h.logf("initramfs %s: built with dracut", bf.initramfs.abs)
 			return bf, nil
 		}
-		if bf.initramfs, bf.manifest, bf.reused, err = buildInitramfs(root, tfs, opts, k.Version, dir, u); err != nil {
+		ms := moduleSet{replace: opts.ModuleSet, extra: opts.Modules, what: "the modules given"}
+		if ms.replace == nil {
+			var r initramfs.Root
+			r, ms.what, bf.warnings = leanRoot(h.Path)
+			ms.def = initramfs.LeanModules(r)
+		}
+		if bf.initramfs, bf.manifest, bf.reused, err = buildInitramfs(root, tfs, opts, ms, k.Version, dir, u); err != nil {
 			return nil, err
 		}
 		if bf.reused {
-			h.logf("initramfs %s: reused (same kernel modules, cfs-init and options)", bf.initramfs.abs)
+			h.logf("initramfs %s: reused (same kernel modules, module set, cfs-init and options)", bf.initramfs.abs)
 		} else {
-			h.logf("initramfs %s: %d bytes, %d modules", bf.initramfs.abs, bf.manifest.Size, len(bf.manifest.Modules))
+			h.logf("initramfs %s: %d bytes, %d modules for %s", bf.initramfs.abs, bf.manifest.Size, len(bf.manifest.Modules), ms.what)
 		}
 	}
 	return bf, nil
@@ -133,15 +140,24 @@ func installObject(r *repo.Repo, d verity.Digest, dir, name string, u *undo) (bo
 	return bf, nil
 }
 
+// moduleSet is what a built initramfs's modules are chosen from.
+type moduleSet struct {
+	replace []string // the set the operator gave; nil: def
+	def     []string // the default set, when replace is nil
+	extra   []string // added to either
+	what    string   // what the set is for, for the log
+}
+
 // buildInitramfs builds an initramfs from the modules of the tree with
 // cfs-init as /init. It is named after a hash of everything it is made
-// from (the module tree's entries, cfs-init's bytes, the options), so
+// from (the module tree's entries, the module set, cfs-init's bytes, the
+// options), so
 // that a rollout whose kernel and cfs-init did not change finds the image
 // an earlier one built and skips the build; the builder is reproducible,
 // so the same inputs give the same bytes.
-func buildInitramfs(root *erofs.Node, tfs fs.FS, opts Options, kver, dir string, u *undo) (bootFile, *initramfs.Manifest, bool, error) {
+func buildInitramfs(root *erofs.Node, tfs fs.FS, opts Options, ms moduleSet, kver, dir string, u *undo) (bootFile, *initramfs.Manifest, bool, error) {
 	// Rollout found cfs-init (opts.Init) before writing anything.
-	key, err := initramfsKey(root, kver, opts)
+	key, err := initramfsKey(root, kver, opts, ms)
 	if err != nil {
 		return bootFile{}, nil, false, err
 	}
@@ -153,7 +169,8 @@ func buildInitramfs(root *erofs.Node, tfs fs.FS, opts Options, kver, dir string,
 	}
 	var buf bytes.Buffer
 	m, err := initramfs.Build(&buf, initramfs.Options{
-		Init: opts.Init, KernelVersion: kver, FS: tfs, Extra: opts.Modules, Compression: opts.Compression,
+		Init: opts.Init, KernelVersion: kver, FS: tfs, Compression: opts.Compression,
+		Modules: ms.replace, Default: ms.def, Extra: ms.extra,
 	})
 	if err != nil {
 		return bootFile{}, nil, false, fmt.Errorf("build initramfs: %w", err)
@@ -201,7 +218,7 @@ func buildDracut(tfs fs.FS, opts Options, kver, dir string, u *undo) (bootFile, 
 	out := filepath.Join(work, "initramfs.img")
 	_, err = dracut.Build(context.Background(), out, dracut.Options{
 		KernelVersion: kver, ModulesDir: mods, Init: opts.Init, HostOnly: opts.Initramfs == InitramfsDracut,
-		Drivers: opts.Modules, ModuleSource: opts.DracutModule, Log: opts.Log, Modules: dracutModules,
+		Drivers: append(append([]string(nil), opts.ModuleSet...), opts.Modules...), ModuleSource: opts.DracutModule, Log: opts.Log, Modules: dracutModules,
 	})
 	if err != nil {
 		return bootFile{}, err
@@ -237,11 +254,13 @@ func buildDracut(tfs fs.FS, opts Options, kver, dir string, u *undo) (bootFile, 
 
 // initramfsKey hashes what a built initramfs is made from: the modules
 // and modules.* files of the tree's module directory (names, modes, sizes
-// and content digests, from the image: nothing is read), cfs-init's bytes
-// and the build options. The kernel image beside them is not part of it.
-func initramfsKey(root *erofs.Node, kver string, opts Options) (string, error) {
+// and content digests, from the image: nothing is read), the module set
+// (the default one depends on the machine), cfs-init's bytes and the
+// build options. The kernel image beside them is not part of it.
+func initramfsKey(root *erofs.Node, kver string, opts Options, ms moduleSet) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "cfs-deploy initramfs 1\x00%s\x00%s\x00%q\x00", kver, opts.Compression, opts.Modules)
+	fmt.Fprintf(h, "cfs-deploy initramfs 2\x00%s\x00%s\x00%t\x00%q\x00%q\x00%q\x00",
+		kver, opts.Compression, ms.replace != nil, ms.replace, ms.def, ms.extra)
 	init, err := os.Open(opts.Init)
 	if err != nil {
 		return "", fmt.Errorf("cfs-init: %w", err)

@@ -69,8 +69,14 @@ type Options struct {
 	// Init is the cfs-init binary put into an initramfs built for a commit
 	// that ships none; empty: FindInit.
 	Init string
-	// Modules are extra kernel modules for a built initramfs.
+	// Modules are extra kernel modules for a built initramfs, added to
+	// ModuleSet or to the default set.
 	Modules []string
+	// ModuleSet, if not nil, replaces the default module set of a built
+	// initramfs: the modules of the sysroot's file system and disk
+	// drivers (found from sysfs) plus composefs's, or a broader set
+	// where those cannot be found (see initramfs.LeanModules).
+	ModuleSet []string
 	// Initramfs chooses the builder of an initramfs for a commit that
 	// ships none: InitramfsCFSInit (the default), InitramfsDracut
 	// (dracut in its hostonly mode, for the machine it runs on) or
@@ -343,6 +349,7 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
+	res.Warnings = append(res.Warnings, bf.warnings...)
 	res.Kernel, res.Initramfs = bf.kernel.abs, bf.initramfs.abs
 	res.InitramfsBuilt, res.InitramfsReused = bf.built, bf.reused
 	for _, f := range []bootFile{bf.kernel, bf.initramfs} {
@@ -387,9 +394,11 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 	if err := checkpoint("entry"); err != nil {
 		return nil, err
 	}
-	if res.Warnings, res.Removed, err = h.afterNewDefault(u, opts.NoRetention, opts.KeepRollback); err != nil {
+	warnings, removed, err := h.afterNewDefault(u, opts.NoRetention, opts.KeepRollback)
+	if err != nil {
 		return nil, err
 	}
+	res.Warnings, res.Removed = append(res.Warnings, warnings...), removed
 	return res, nil
 }
 

@@ -99,13 +99,15 @@ func TestRollout(t *testing.T) {
 	checkNoTemps(t, f)
 
 	// The initramfs built from the repository (TreeFS) is the one built
-	// from a checkout of the same modules.
+	// from a checkout of the same modules, with the default set for the
+	// sysroot's file system and disk.
 	dir := t.TempDir()
 	if err := checkout(f.r, mustResolve(t, root, "/usr"), filepath.Join(dir, "usr")); err != nil {
 		t.Fatal(err)
 	}
+	lean, _, _ := leanRoot(f.sysroot)
 	var fromDir bytes.Buffer
-	if _, err := initramfs.Build(&fromDir, initramfs.Options{Init: f.init, KernelVersion: f.kver, ModulesTree: dir}); err != nil {
+	if _, err := initramfs.Build(&fromDir, initramfs.Options{Init: f.init, KernelVersion: f.kver, ModulesTree: dir, Default: initramfs.LeanModules(lean)}); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(fromDir.Bytes(), readBytes(t, res.Initramfs)) {

@@ -19,14 +19,9 @@ type mountInfo = mountinfo.Entry
 // UUID=<uuid> read from the superblock of its device. A UUID names the
 // file system whatever the disk is called at boot, unlike /dev paths.
 func DetectRoot(dir string) (string, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return "", fmt.Errorf("find the root device: stat %s: %w", dir, err)
-	}
-	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
-	mi, err := findMount("/proc/self/mountinfo", major, minor)
+	mi, err := mountOf(dir)
 	if err != nil {
-		return "", fmt.Errorf("find the root device of %s: %w", dir, err)
+		return "", err
 	}
 	dev, err := mountDevice(mi)
 	if err != nil {
@@ -40,6 +35,19 @@ func DetectRoot(dir string) (string, error) {
 		return "", fmt.Errorf("find the root device of %s: the %s file system on %s has no UUID", dir, fsys.Type, dev)
 	}
 	return "UUID=" + fsys.UUID, nil
+}
+
+// mountOf returns the mount holding dir.
+func mountOf(dir string) (mountInfo, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return mountInfo{}, fmt.Errorf("find the root device: stat %s: %w", dir, err)
+	}
+	mi, err := findMount("/proc/self/mountinfo", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err != nil {
+		return mountInfo{}, fmt.Errorf("find the root device of %s: %w", dir, err)
+	}
+	return mi, nil
 }
 
 // mountDevice returns the block device node behind a mount. A real block

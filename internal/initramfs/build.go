@@ -28,20 +28,72 @@ import (
 	"github.com/cfs-deploy/cfs-deploy/internal/kmod/load"
 )
 
-// DefaultModules is the module set used when Options.Modules is nil: disk
-// controllers for common virtual and physical machines, the root file
-// systems cfs-deploy supports, EROFS and overlayfs for composefs, loop, and
-// the crypto modules that must be in place before their users: crc32c
-// before ext4/jbd2/libcrc32c (softdeps that nothing else would load in an
-// initramfs without modprobe) and the accelerated sha256, which fs-verity
-// only picks up if it is loaded before the first verity use. Modules that a
+// DefaultModules is the broad module set, used when Options.Modules and
+// Options.Default are nil: disk controllers for common virtual and
+// physical machines, the root file systems cfs-deploy supports, and
+// what every set has (see LeanModules). It boots most machines, at the
+// price of loading xfs and btrfs (and raid6_pq, xor, blake2b and xxhash,
+// which benchmark themselves when loaded) on every boot. Modules that a
 // kernel lacks are skipped; built-in ones are noted.
 func DefaultModules() []string {
-	return []string{
-		"crc32c_generic", "crc32c-intel", "sha256-ssse3",
-		"virtio_blk", "virtio_pci", "virtio_scsi", "ahci", "nvme", "sd_mod",
-		"ext4", "xfs", "btrfs", "erofs", "overlay", "loop",
+	return LeanModules(Root{})
+}
+
+// Root describes the root file system an image is for, as far as it is
+// known; LeanModules picks the modules from it.
+type Root struct {
+	// FSType is the physical root's file system type ("ext4"); "": not
+	// known.
+	FSType string
+	// Drivers are the modules of the root disk's drivers, nearest first
+	// ("virtio_blk", "virtio_pci"); nil: not known. Names the kernel does
+	// not have as modules (drivers that are always built in) are skipped
+	// when the image is built.
+	Drivers []string
+}
+
+// Parts of the default sets.
+var (
+	// earlyModules must be in place before their users: crc32c before
+	// ext4/jbd2/libcrc32c (softdeps that nothing else would load in an
+	// initramfs without modprobe) and the accelerated sha256, which
+	// fs-verity only picks up if it is loaded before the first verity use.
+	earlyModules = []string{"crc32c_generic", "crc32c-intel", "sha256-ssse3"}
+	// diskModules drive the disks of common virtual and physical machines.
+	diskModules = []string{"virtio_blk", "virtio_pci", "virtio_scsi", "ahci", "nvme", "sd_mod"}
+	// rootFSModules are the root file systems cfs-deploy supports.
+	rootFSModules = []string{"ext4", "xfs", "btrfs"}
+	// composefsModules mount the image: EROFS, overlayfs on top, and
+	// loop for kernels that cannot mount EROFS from a file (fs-verity is
+	// never a module).
+	composefsModules = []string{"erofs", "overlay", "loop"}
+)
+
+// DiskModules are the drivers of the common disk controllers, which the
+// default set has when the root's disk is not known.
+func DiskModules() []string { return append([]string(nil), diskModules...) }
+
+// LeanModules returns the default module set for a root: the early
+// crypto modules, the root disk's drivers, the root file system's module
+// and composefs's (EROFS, overlayfs, loop). What r does not know is
+// covered by the broad set's part for it: all of cfs-deploy's root file
+// systems, or the drivers of the common disk controllers.
+func LeanModules(r Root) []string {
+	mods := append([]string(nil), earlyModules...)
+	if r.Drivers != nil {
+		mods = append(mods, r.Drivers...)
+	} else {
+		mods = append(mods, diskModules...)
 	}
+	switch r.FSType {
+	case "":
+		mods = append(mods, rootFSModules...)
+	case "ext2", "ext3":
+		mods = append(mods, "ext4") // the ext4 driver mounts them, as cfs-init does
+	default:
+		mods = append(mods, r.FSType)
+	}
+	return append(mods, composefsModules...)
 }
 
 // Options say what goes into the image.
@@ -62,11 +114,14 @@ type Options struct {
 	// checkout. Files in FS are archived with the same bytes as the same
 	// files on the host would be.
 	FS fs.FS
-	// Modules are the module names to include with everything they need.
-	// Nil means DefaultModules, whose members may be absent from the tree
-	// (they are skipped with a note); names given here, and in Extra,
-	// must exist in the tree or be built in.
+	// Modules are the module names to include with everything they need,
+	// replacing the default set. They, and the names in Extra, must exist
+	// in the tree or be built in.
 	Modules []string
+	// Default is the default set, used when Modules is nil (nil:
+	// DefaultModules). Its members may be absent from the tree: they are
+	// skipped with a note.
+	Default []string
 	// Extra are more module names, added to Modules or to the defaults.
 	Extra []string
 	// ExtraFiles maps absolute paths in the image to host files (symlinks
@@ -302,11 +357,18 @@ func addModules(im *image, m *Manifest, opts Options, fsys fs.FS, tree string) e
 	want := opts.Modules
 	var optional []string
 	if want == nil {
-		want = DefaultModules()
+		want = opts.Default
+		if want == nil {
+			want = DefaultModules()
+		}
 		optional = want
 	}
 	want = append(append([]string(nil), want...), opts.Extra...)
 	res, err := kmod.ResolveFS(fsys, modDir, want, kmod.ResolveOptions{Optional: optional})
+	var nm *kmod.NoModuleError
+	if errors.As(err, &nm) {
+		return fmt.Errorf("kernel %s has no module %s (not in %s, not built in)", kver, strings.Join(nm.Names, ", "), modDir)
+	}
 	if err != nil {
 		return err
 	}

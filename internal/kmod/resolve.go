@@ -32,6 +32,17 @@ type Result struct {
 	Notes   []string // other remarks: unresolvable softdeps, duplicate files
 }
 
+// NoModuleError is a wanted module that is neither in the tree nor built
+// into the kernel.
+type NoModuleError struct {
+	Dir   string   // the module directory, as the caller named it
+	Names []string // as the caller spelled them
+}
+
+func (e *NoModuleError) Error() string {
+	return fmt.Sprintf("%s: no module %s (not in the tree, not built in)", e.Dir, strings.Join(e.Names, ", "))
+}
+
 // ResolveOptions tune ResolveFS.
 type ResolveOptions struct {
 	// Optional lists names among the wanted ones that may be absent from
@@ -129,7 +140,7 @@ func resolveIn(fsys fs.FS, dir, show string, want []string, opts ResolveOptions)
 		}
 	}
 	if len(missing) > 0 {
-		return res, fmt.Errorf("%s: no module %s (not in the tree, not built in)", modDir, strings.Join(missing, ", "))
+		return res, &NoModuleError{Dir: modDir, Names: missing}
 	}
 
 	r := &resolver{t: t, selected: make(map[string]bool)}

@@ -1,0 +1,72 @@
+package deploy
+
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cfs-deploy/cfs-deploy/internal/blockdev"
+	"github.com/cfs-deploy/cfs-deploy/internal/initramfs"
+)
+
+// sysfsRoot is where sysfs is mounted.
+const sysfsRoot = "/sys"
+
+// cfsInitRootFS are the file systems cfs-init mounts as the physical root.
+var cfsInitRootFS = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": true, "btrfs": true}
+
+// moduleAdvice ends every warning about the module set.
+const moduleAdvice = "--module NAME adds a module (e.g. --module nvme for an NVMe disk), --modules LIST or [deploy] modules replaces the set"
+
+// leanRoot finds what the default initramfs module set depends on: the
+// file system type of the mount holding dir (the sysroot, which is the
+// physical root the image boots from) and the drivers of the disk under
+// it, from sysfs. What cannot be found is said in a warning, and
+// initramfs.LeanModules covers it with the broad set's part.
+func leanRoot(dir string) (initramfs.Root, string, []string) {
+	mi, err := mountOf(dir)
+	if err != nil {
+		return initramfs.Root{}, "unknown root", []string{fmt.Sprintf("initramfs: %v: it gets the broad default module set; %s", err, moduleAdvice)}
+	}
+	major, minor := mi.Major, mi.Minor
+	if major == 0 && strings.HasPrefix(mi.Source, "/dev/") {
+		// btrfs mounts have an anonymous device number; the source
+		// names the device.
+		var st unix.Stat_t
+		if unix.Stat(mi.Source, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+			major, minor = unix.Major(st.Rdev), unix.Minor(st.Rdev)
+		}
+	}
+	dev, devErr := blockdev.Device{}, fmt.Errorf("%s is not a block device", mi.Source)
+	if major != 0 {
+		dev, devErr = blockdev.SysfsDevice(sysfsRoot, major, minor)
+	}
+	return rootFromMount(dir, mi.FSType, dev, devErr)
+}
+
+// rootFromMount decides from the sysroot's file system type and its
+// device what the default module set is for, and describes it.
+func rootFromMount(dir, fsType string, dev blockdev.Device, devErr error) (r initramfs.Root, what string, warnings []string) {
+	if !cfsInitRootFS[fsType] {
+		return r, "unknown root", []string{fmt.Sprintf("initramfs: sysroot %s is on a %s file system, which cfs-init does not mount as the root: the initramfs gets the broad default module set; %s", dir, fsType, moduleAdvice)}
+	}
+	r.FSType = fsType
+	var why string
+	switch {
+	case devErr != nil:
+		why = devErr.Error()
+	case dev.Virtual && dev.BackingFile != "":
+		why = fmt.Sprintf("it is on %s, a loop device backed by %s", dev.Name, dev.BackingFile)
+	case dev.Virtual:
+		why = fmt.Sprintf("it is on %s, which is not a disk", dev.Name)
+	case len(dev.Drivers) == 0:
+		why = fmt.Sprintf("sysfs names no driver for %s", dev.Name)
+	}
+	if why != "" {
+		return r, fsType + " root on an unknown disk", []string{fmt.Sprintf("initramfs: the disk that sysroot %s boots from is not known (%s): the initramfs gets the drivers of the common disk controllers (%s); %s",
+			dir, why, strings.Join(initramfs.DiskModules(), ", "), moduleAdvice)}
+	}
+	r.Drivers = dev.Drivers
+	return r, fmt.Sprintf("%s root on %s (%s)", fsType, dev.Name, strings.Join(dev.Drivers, ", ")), nil
+}
