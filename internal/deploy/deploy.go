@@ -25,11 +25,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 	"github.com/cfs-deploy/cfs-deploy/internal/crashpoint"
 	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
+	"github.com/cfs-deploy/cfs-deploy/internal/osprep"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
 	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
@@ -239,6 +241,13 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		return nil, err
 	}
 	img := c.Image
+	// Only a warning: a tree laid out by hand, or a test OS, may be fine
+	// without the preparation.
+	var prepWarnings []string
+	if p := osprep.Check(root, r); len(p) > 0 {
+		prepWarnings = []string{fmt.Sprintf("commit %s does not look prepared as an OS (commit --prepare-os, docs/os-trees.md): %s",
+			id, strings.Join(p, "; "))}
+	}
 	if err := checkBootable(r, img, root); err != nil {
 		return nil, fmt.Errorf("commit %s: %w", id, err)
 	}
@@ -294,7 +303,8 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		return nil, err
 	}
 
-	res = &Result{Commit: id, Image: img, Stateroot: stateroot, NewBootFiles: []string{}, Removed: []Removed{}, Discarded: discarded}
+	res = &Result{Commit: id, Image: img, Stateroot: stateroot, NewBootFiles: []string{}, Removed: []Removed{}, Discarded: discarded,
+		Warnings: prepWarnings}
 	if branchIs(r, opts.Ref, id) {
 		res.Branch = opts.Ref
 	}
