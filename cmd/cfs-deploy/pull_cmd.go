@@ -56,6 +56,8 @@ Options:
                         (repeatable; added to the remote's verify-keys)
   --allow-downgrade     accept a tip older than the local branch's
   --insecure-registry   allow plain HTTP to the registry
+  --prepare-os          prepare an image's tree as a deployable OS, as
+                        commit --prepare-os does
   --json                print the result as JSON (no progress)`),
 	})
 	register("push", command{
@@ -82,6 +84,7 @@ func runPull(prog string, args []string) error {
 	downgrade := fs.Bool("allow-downgrade", false, "")
 	insecureReg := fs.Bool("insecure-registry", false, "")
 	asJSON := fs.Bool("json", false, "")
+	prepareOS := fs.Bool("prepare-os", false, "")
 	var keySpecs stringList
 	fs.Var(&keySpecs, "verify-key", "")
 	ops, err := cliutil.Parse(fs, args)
@@ -126,10 +129,17 @@ func runPull(prog string, args []string) error {
 		if len(keys) > 0 {
 			return fmt.Errorf("%s is a container image: it carries no cfs-deploy commit signature to check against verify-keys (sign the commits of a published repository instead)", remote)
 		}
-		return pullImage(ctx, r, remote, branch, *jobs, *insecureReg, show, *asJSON)
+		opts := oci.PullOptions{Ref: remote, Branch: branch, Jobs: *jobs, Access: oci.Access{Insecure: *insecureReg}}
+		if *prepareOS {
+			opts.Prepare = prepareOSHook(r)
+		}
+		return pullImage(ctx, r, opts, show, *asJSON)
 	}
 	if *insecureReg {
 		return cliutil.Usagef("--insecure-registry is for docker:// images")
+	}
+	if *prepareOS {
+		return cliutil.Usagef("--prepare-os is for container images: a published repository's commits are fetched as they were made")
 	}
 	opts := pull.Options{Remote: remote, Branch: branch, Local: *as, Depth: *depth, Jobs: *jobs,
 		VerifyKeys: keys, AllowDowngrade: *downgrade}
@@ -189,8 +199,7 @@ func pullLine(p pull.Progress) string {
 		humanBytes(p.BytesDone), humanBytes(p.Bytes), humanBytes(int64(rate)), eta)
 }
 
-func pullImage(ctx context.Context, r *repo.Repo, ref, branch string, jobs int, insecure, show, asJSON bool) error {
-	opts := oci.PullOptions{Ref: ref, Branch: branch, Jobs: jobs, Access: oci.Access{Insecure: insecure}}
+func pullImage(ctx context.Context, r *repo.Repo, opts oci.PullOptions, show, asJSON bool) error {
 	var bar *progress
 	if show {
 		bar = newProgress("pulling")
@@ -205,16 +214,19 @@ func pullImage(ctx context.Context, r *repo.Repo, ref, branch string, jobs int, 
 	if err != nil {
 		return err
 	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+	}
 	if asJSON {
 		return printJSON(res)
 	}
 	fmt.Printf("commit %s\nimage  %s\n", res.Commit, res.Image)
 	if res.UpToDate {
-		fmt.Fprintf(os.Stderr, "%s is up to date with %s (%s)\n", branch, res.Reference, res.Manifest)
+		fmt.Fprintf(os.Stderr, "%s is up to date with %s (%s)\n", opts.Branch, res.Reference, res.Manifest)
 		return nil
 	}
 	fmt.Fprintf(os.Stderr, "pulled %s (%s) into %s: %d of %d layers downloaded (%s), %d objects (%d new), in %.2fs\n",
-		res.Reference, res.Manifest, branch, res.LayersFetched, res.Layers, humanBytes(res.Bytes), res.Objects, res.NewObjects, res.Seconds)
+		res.Reference, res.Manifest, opts.Branch, res.LayersFetched, res.Layers, humanBytes(res.Bytes), res.Objects, res.NewObjects, res.Seconds)
 	return nil
 }
 

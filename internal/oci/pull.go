@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 	"github.com/cfs-deploy/cfs-deploy/internal/repo"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -30,6 +31,11 @@ type PullOptions struct {
 	// and at the end, from one goroutine.
 	Progress         func(Progress)
 	ProgressInterval time.Duration
+	// Prepare, if set, transforms the flattened tree before it is
+	// committed (pull --prepare-os; see repo.CommitOptions.Prepare). The
+	// commit records that it was prepared, so a pull with and one without
+	// are not taken for the same.
+	Prepare func(root *erofs.Node) (warnings []string, err error)
 }
 
 // Progress is a snapshot of a running pull.
@@ -57,6 +63,8 @@ type PullResult struct {
 	Objects       int     `json:"objects"`
 	NewObjects    int     `json:"new_objects"`
 	Seconds       float64 `json:"seconds"`
+	// Warnings are problems that did not stop the pull (from Prepare).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Pull commits the image opts.Ref to opts.Branch of r.
@@ -108,7 +116,7 @@ func Pull(ctx context.Context, r *repo.Repo, opts PullOptions) (*PullResult, err
 	}
 
 	if tip, err := r.Branch(opts.Branch); err == nil {
-		if c, err := r.ReadCommit(tip); err == nil && c.OCI != nil && c.OCI.Manifest == res.Manifest {
+		if c, err := r.ReadCommit(tip); err == nil && c.OCI != nil && c.OCI.Manifest == res.Manifest && c.OCI.Prepared == (opts.Prepare != nil) {
 			res.UpToDate, res.Commit, res.Image = true, tip.String(), c.Image.String()
 			res.Seconds = time.Since(start).Seconds()
 			return res, nil
@@ -183,11 +191,11 @@ func Pull(ctx context.Context, r *repo.Repo, opts PullOptions) (*PullResult, err
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", ref, err)
 	}
-	src := &repo.OCISource{Reference: ref.String(), Manifest: res.Manifest, Config: res.Config}
+	src := &repo.OCISource{Reference: ref.String(), Manifest: res.Manifest, Config: res.Config, Prepared: opts.Prepare != nil}
 	for _, d := range digests {
 		src.Layers = append(src.Layers, d.String())
 	}
-	copts := repo.CommitOptions{Branch: opts.Branch, Subject: "pull " + ref.String(), OCI: src,
+	copts := repo.CommitOptions{Branch: opts.Branch, Subject: "pull " + ref.String(), OCI: src, Prepare: opts.Prepare,
 		Version: cfg.Config.Labels["org.opencontainers.image.version"]}
 	// The image's creation time, not the pull's: every host pulling the
 	// same image onto the same history makes the same commit.
@@ -200,6 +208,7 @@ func Pull(ctx context.Context, r *repo.Repo, opts PullOptions) (*PullResult, err
 	}
 	res.Commit, res.Image = cr.ID.String(), cr.Image.String()
 	res.Objects, res.NewObjects = cr.Commit.Stats.Objects, newObjects
+	res.Warnings = cr.Warnings
 	if err := pruneLayers(r); err != nil {
 		return res, fmt.Errorf("committed %s, but: %w", cr.ID, err)
 	}

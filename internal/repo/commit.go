@@ -42,6 +42,9 @@ type OCISource struct {
 	Manifest  string   `json:"manifest"`
 	Config    string   `json:"config,omitempty"`
 	Layers    []string `json:"layers,omitempty"`
+	// Prepared says the tree was prepared as an OS (pull --prepare-os)
+	// before it was committed.
+	Prepared bool `json:"prepared,omitempty"`
 }
 
 // Kernel names the boot files of a commit by object digest.
