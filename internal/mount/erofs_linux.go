@@ -14,7 +14,10 @@ import (
 // exists.
 type layer struct {
 	mntfd int    // detached mount, -1 once attached or when mounted by mount(2)
-	dir   string // temporary directory it is mounted on, "" while detached
+	dir   string // directory it is mounted on, "" while detached
+	// at is the caller's directory to attach to (Options.LayerDir), ""
+	// for a temporary one.
+	at string
 }
 
 // Knobs for tests, so that the fallbacks this kernel never needs still run.
@@ -27,13 +30,17 @@ var (
 
 // mountErofs mounts the image read-only, from the file itself where the
 // kernel can (Linux 6.12+), otherwise from a loop device.
-func mountErofs(img *image) (*layer, error) {
+// at is where the layer is to be attached, "" for a temporary directory.
+func mountErofs(img *image, at string) (*layer, error) {
 	if forceLegacyErofs {
-		return mountErofsLegacy(img)
+		return mountErofsLegacy(img, at)
 	}
 	l, err := mountErofsNewAPI(img, forceLoop)
 	if errors.Is(err, unix.ENOSYS) {
-		return mountErofsLegacy(img)
+		return mountErofsLegacy(img, at)
+	}
+	if l != nil {
+		l.at = at
 	}
 	return l, err
 }
@@ -101,8 +108,8 @@ func newAPIErofs(img *image, source string) (*layer, error) {
 
 // mountErofsLegacy is for kernels without fsopen: mount(2) onto a
 // temporary directory.
-func mountErofsLegacy(img *image) (*layer, error) {
-	dir, err := makeTempDir()
+func mountErofsLegacy(img *image, at string) (*layer, error) {
+	dir, err := layerDir(at)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +123,7 @@ func mountErofsLegacy(img *image) (*layer, error) {
 		var loop *loopDevice
 		loop, err = attachLoop(img)
 		if err != nil {
-			os.Remove(dir)
+			removeLayerDir(dir, at)
 			return nil, err
 		}
 		src = loop.path
@@ -124,10 +131,10 @@ func mountErofsLegacy(img *image) (*layer, error) {
 		loop.close()
 	}
 	if err != nil {
-		os.Remove(dir)
+		removeLayerDir(dir, at)
 		return nil, &MountError{Step: StepErofs, Op: fmt.Sprintf("mount(2) %s on %s", src, dir), Err: err, InDmesg: true}
 	}
-	return &layer{mntfd: -1, dir: dir}, nil
+	return &layer{mntfd: -1, dir: dir, at: at}, nil
 }
 
 // idmap makes the detached EROFS mount show file owners through the uid
@@ -158,18 +165,39 @@ func (l *layer) path() string {
 	return fmt.Sprintf("/proc/self/fd/%d", l.mntfd)
 }
 
-// attach moves the detached mount onto a fresh temporary directory, for
-// kernels that want layers to be mounted somewhere and for mount(2).
+// layerDir returns the directory to mount the layer on: at, created if
+// missing, or a fresh temporary one.
+func layerDir(at string) (string, error) {
+	if at == "" {
+		return makeTempDir()
+	}
+	if err := os.MkdirAll(at, 0o755); err != nil {
+		return "", fmt.Errorf("create the layer directory: %w", err)
+	}
+	return at, nil
+}
+
+// removeLayerDir removes a temporary layer directory; the caller's own
+// (at) stays.
+func removeLayerDir(dir, at string) {
+	if dir != at {
+		os.Remove(dir)
+	}
+}
+
+// attach moves the detached mount onto its directory (Options.LayerDir or
+// a fresh temporary one), for kernels that want layers to be mounted
+// somewhere, for mount(2), and for a layer that is to stay mounted.
 func (l *layer) attach() error {
 	if l.dir != "" {
 		return nil
 	}
-	dir, err := makeTempDir()
+	dir, err := layerDir(l.at)
 	if err != nil {
 		return err
 	}
 	if err := unix.MoveMount(l.mntfd, "", unix.AT_FDCWD, dir, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		os.Remove(dir)
+		removeLayerDir(dir, l.at)
 		return &MountError{Step: StepAttach, Op: "move_mount EROFS to " + dir, Err: err}
 	}
 	unix.Close(l.mntfd)
@@ -180,20 +208,23 @@ func (l *layer) attach() error {
 
 // release drops this process's hold on the layer: a detached mount goes
 // away with its descriptor, an attached one is detached lazily (overlayfs
-// has its own copy) and its directory removed.
-func (l *layer) release() error {
+// has its own copy) and a temporary directory removed. With keep, an
+// attached layer stays mounted where it is.
+func (l *layer) release(keep bool) error {
 	if l.mntfd >= 0 {
 		unix.Close(l.mntfd)
 		l.mntfd = -1
 	}
-	if l.dir == "" {
+	if l.dir == "" || keep {
 		return nil
 	}
 	if err := unix.Unmount(l.dir, unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("unmount temporary EROFS mount %s: %w", l.dir, err)
+		return fmt.Errorf("unmount EROFS layer %s: %w", l.dir, err)
 	}
-	if err := os.Remove(l.dir); err != nil {
-		return fmt.Errorf("remove temporary directory: %w", err)
+	if l.dir != l.at {
+		if err := os.Remove(l.dir); err != nil {
+			return fmt.Errorf("remove temporary directory: %w", err)
+		}
 	}
 	l.dir = ""
 	return nil

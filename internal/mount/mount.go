@@ -56,6 +56,14 @@ type Options struct {
 	// object directory show in the tree.
 	Logf func(format string, args ...any)
 
+	// LayerDir, when set, is where the EROFS layer is mounted and stays
+	// mounted after Mount returns, so that the overlay's options
+	// (lowerdir+=LayerDir) name a path that exists and can be inspected.
+	// cfs-init keeps the image there for the booted system. It is
+	// created if missing. Without it the layer lives on a temporary
+	// directory that is gone when Mount returns.
+	LayerDir string
+
 	// IdmapUserns is the path of a user namespace file (for example
 	// /proc/PID/ns/user). The EROFS layer is then mounted idmapped through
 	// that namespace's uid and gid maps, so file owners shift accordingly.
@@ -100,6 +108,7 @@ func (o Options) absolute() (Options, error) {
 	abs(&o.UpperDir)
 	abs(&o.WorkDir)
 	abs(&o.IdmapUserns)
+	abs(&o.LayerDir)
 	if err != nil {
 		return o, fmt.Errorf("make paths absolute: %w", err)
 	}

@@ -15,7 +15,8 @@ import (
 // mount overlayfs with the EROFS as lower layer and opts.ObjectDirs as
 // data-only layers, and put it on target. Every intermediate mount and
 // temporary directory is gone when Mount returns, whether it failed or not:
-// the overlay keeps its own reference to the EROFS mount.
+// the overlay keeps its own reference to the EROFS mount. Only a LayerDir
+// stays mounted, and only when Mount succeeds.
 //
 // Mount fails with an error wrapping ErrNoVerity, ErrNotComposefs, a
 // *DigestMismatchError or a *MountError; nothing is mounted on target then.
@@ -40,12 +41,13 @@ func mount(target string, opts Options) (err error) {
 	}
 	defer img.Close()
 
-	lower, err := mountErofs(img)
+	lower, err := mountErofs(img, opts.LayerDir)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		rerr := lower.release()
+		// A LayerDir stays mounted, but only under a mounted overlay.
+		rerr := lower.release(err == nil && opts.LayerDir != "")
 		if rerr != nil && err == nil {
 			// Keep the promise that an error means nothing is mounted.
 			unix.Unmount(target, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)

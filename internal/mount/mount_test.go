@@ -5,6 +5,7 @@ package mount
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -451,7 +452,7 @@ func TestMountACL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := mountErofs(img)
+		l, err := mountErofs(img, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -462,7 +463,7 @@ func TestMountACL(t *testing.T) {
 		if len(ms) != 1 || !strings.Contains(","+ms[0].superOpts+",", ","+c.erofsOpt+",") {
 			t.Errorf("EROFS mountinfo %+v lacks %q", ms, c.erofsOpt)
 		}
-		if err := l.release(); err != nil {
+		if err := l.release(false); err != nil {
 			t.Error(err)
 		}
 		img.Close()
@@ -518,4 +519,55 @@ func TestLegacyOptions(t *testing.T) {
 	if want := "metacopy=on,redirect_dir=on,lowerdir=/l:/o"; got != want {
 		t.Errorf("legacyOptions = %s, want %s", got, want)
 	}
+}
+
+// TestMountLayerDir keeps the EROFS layer mounted where the caller says, so
+// that the overlay's options name a path that exists after Mount returns;
+// a failed Mount leaves nothing mounted there.
+func TestMountLayerDir(t *testing.T) {
+	requireRoot(t)
+	fx := newFixture(t, "objects")
+	for _, legacyErofs := range []bool{false, true} {
+		t.Run(fmt.Sprintf("legacy-erofs=%v", legacyErofs), func(t *testing.T) {
+			forceLegacyErofs = legacyErofs
+			t.Cleanup(func() { forceLegacyErofs = false })
+			mnt, layer := mountPoint(t), filepath.Join(mountPoint(t), "image")
+			opts := fx.opts()
+			opts.LayerDir = layer
+			mustMount(t, mnt, opts)
+			ms := mountsAt(t, mnt)
+			if len(ms) != 1 || !strings.Contains(","+ms[0].superOpts, "lowerdir+="+layer+",") && !strings.Contains(ms[0].superOpts, "lowerdir="+layer+"::") {
+				t.Errorf("overlay mountinfo %+v does not name the layer directory %s", ms, layer)
+			}
+			ls := mountsAt(t, layer)
+			if len(ls) != 1 || ls[0].fstype != "erofs" {
+				t.Fatalf("mountinfo at %s: %+v, want the EROFS layer", layer, ls)
+			}
+			// The layer shows the image's own tree: the metadata without
+			// the file contents.
+			if _, err := os.Lstat(filepath.Join(layer, "hello.txt")); err != nil {
+				t.Errorf("the layer directory does not show the image: %v", err)
+			}
+			fx.check(t, mnt, view{})
+			mustUnmount(t, mnt)
+			if err := unix.Unmount(layer, 0); err != nil {
+				t.Errorf("unmount the layer: %v", err)
+			}
+		})
+	}
+	t.Run("failure", func(t *testing.T) {
+		mnt, layer := mountPoint(t), filepath.Join(mountPoint(t), "image")
+		opts := fx.opts()
+		opts.LayerDir = layer
+		opts.UpperDir, opts.WorkDir = "/nonexistent/upper", "/nonexistent/work"
+		if err := Mount(mnt, opts); err == nil {
+			t.Fatal("Mount with a missing upper directory succeeded")
+		}
+		if ms := mountsAt(t, layer); len(ms) != 0 {
+			t.Errorf("a failed Mount left %+v on the layer directory", ms)
+		}
+		if ms := mountsAt(t, mnt); len(ms) != 0 {
+			t.Errorf("a failed Mount left %+v on the target", ms)
+		}
+	})
 }

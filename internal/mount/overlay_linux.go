@@ -32,7 +32,9 @@ func mountOverlay(target string, lower *layer, opts *Options) (string, error) {
 	if !forceLegacy {
 		// Kernels before 6.15 refuse a detached layer (and log an error
 		// saying so); attach it first instead of paying for a failed try.
-		if forceAttach || !kernelAtLeast(6, 15) {
+		// A layer that is to stay mounted is attached first, so that the
+		// overlay's options name its directory.
+		if forceAttach || lower.at != "" || !kernelAtLeast(6, 15) {
 			if err := lower.attach(); err != nil {
 				return "", err
 			}
