@@ -69,6 +69,18 @@ func unmountAll(dir string) {
 	}
 }
 
+// unitName is systemd's mount unit name for a path (systemd-escape --path
+// --suffix=mount), for the paths these tests use.
+func unitName(p string) string {
+	r := strings.NewReplacer("/", "-", "-", `\x2d`)
+	return r.Replace(strings.Trim(p, "/")) + ".mount"
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
 func isMountPoint(t *testing.T, p string) bool {
 	var stx unix.Statx_t
 	if err := unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_BASIC_STATS, &stx); err != nil {
@@ -132,6 +144,11 @@ func TestSetupRootHost(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(run, "cfs-deploy/staging")); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s: the staging directory is left behind: %v", what, err)
+		}
+		for _, d := range []string{"cfs-deploy/sysroot", "cfs-deploy/image"} {
+			if p := filepath.Join(run, d); isDir(p) && isMountPoint(t, p) {
+				t.Errorf("%s: %s is left mounted", what, p)
+			}
 		}
 	}
 
@@ -230,6 +247,58 @@ func TestSetupRootHost(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(run, "cfs-deploy/staging")); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("staging directory left behind: %v", err)
+		}
+
+		// The root's overlay names the layer and the objects where they
+		// stay mounted, under run, which moves into the booted system.
+		phys, layer := filepath.Join(run, "cfs-deploy/sysroot"), filepath.Join(run, "cfs-deploy/image")
+		var rootOpts string
+		for _, line := range strings.Split(string(mi), "\n") {
+			if f := strings.Fields(line); len(f) > 9 && f[4] == sysroot && f[len(f)-3] == "overlay" {
+				rootOpts = f[len(f)-1]
+			}
+		}
+		for _, want := range []string{"lowerdir+=" + layer, "datadir+=" + phys + "/composefs/objects"} {
+			if !strings.Contains(","+rootOpts+",", ","+want+",") {
+				t.Errorf("root overlay options %q lack %q", rootOpts, want)
+			}
+		}
+		for _, p := range []string{phys, layer} {
+			if !isMountPoint(t, p) {
+				t.Errorf("%s is not a mount point", p)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(layer, "usr/lib/os-release")); err != nil {
+			t.Errorf("the image's layer does not show its tree: %v", err)
+		}
+		defer unix.Unmount(layer, unix.MNT_DETACH)
+		defer unix.Unmount(phys, unix.MNT_DETACH)
+
+		// Units for systemd: /var is unmounted at shutdown (and required by
+		// local-fs.target); the physical root and the image never are.
+		units := filepath.Join(run, "cfs-deploy/systemd")
+		unit := func(name string) string {
+			t.Helper()
+			b, err := os.ReadFile(filepath.Join(units, name))
+			if err != nil {
+				t.Error(err)
+			}
+			return string(b)
+		}
+		if u := unit("var.mount"); !strings.Contains(u, "What="+phys+"/state/os/default/var\n") ||
+			!strings.Contains(u, "Where=/var\n") || strings.Contains(u, "DefaultDependencies=no") {
+			t.Errorf("var.mount:\n%s", u)
+		}
+		if l, err := os.Readlink(filepath.Join(units, "local-fs.target.requires/var.mount")); err != nil || l != "../var.mount" {
+			t.Errorf("local-fs.target.requires/var.mount: %q, %v", l, err)
+		}
+		for _, u := range []string{unit(unitName(phys)), unit(unitName(layer)), unit("etc.mount"), unit("sysroot.mount")} {
+			if !strings.Contains(u, "DefaultDependencies=no\n") {
+				t.Errorf("a unit of a mount the root needs till the end is stopped at shutdown:\n%s", u)
+			}
+		}
+		if u := unit(unitName(layer)); !strings.Contains(u, "Type=erofs\n") || !strings.Contains(u, "What="+phys+"/composefs/images/"+digest+"\n") {
+			t.Errorf("image unit:\n%s", u)
 		}
 	})
 	untouched("after unmounting")

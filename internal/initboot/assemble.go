@@ -6,9 +6,10 @@ import (
 )
 
 // assembleRoot builds the new root on newroot, the part both modes share:
-// find the image in the repository on sysroot, verify it, mount it, and
-// mount the deployment's /etc and its OS's /var over the image's.
-func assembleRoot(log *Log, p *Plan, sysroot, newroot string) (*chosenImage, *deployment, error) {
+// find the image in the repository on sysroot, verify it, mount it (its
+// EROFS layer stays mounted on layerDir), and mount the deployment's /etc
+// and its OS's /var over the image's.
+func assembleRoot(log *Log, p *Plan, sysroot, layerDir, newroot string) (*chosenImage, *deployment, error) {
 	t := log.Begin("find-image")
 	if err := openRepo(sysroot); err != nil {
 		return nil, nil, during("open the composefs repository", err)
@@ -49,7 +50,7 @@ func assembleRoot(log *Log, p *Plan, sysroot, newroot string) (*chosenImage, *de
 	}
 
 	t = log.Begin("mount-image")
-	if err := mountImage(img, sysroot, newroot, log); err != nil {
+	if err := mountImage(img, sysroot, layerDir, newroot, log); err != nil {
 		return nil, nil, err
 	}
 	how := "verity=require"

@@ -158,8 +158,9 @@ func readThrough(f *os.File) (int64, error) {
 // loop device where the kernel cannot), overlayfs on top with the object
 // store as data-only layer and verity=require, except for an insecure
 // image. mount.Mount checks the digest once more on the descriptor it
-// mounts.
-func mountImage(img *chosenImage, sysroot, target string, log *Log) error {
+// mounts. The EROFS layer stays mounted on layerDir, which the overlay's
+// options name.
+func mountImage(img *chosenImage, sysroot, layerDir, target string, log *Log) error {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return err
 	}
@@ -171,6 +172,7 @@ func mountImage(img *chosenImage, sysroot, target string, log *Log) error {
 		AllowUserspaceDigest: img.Ref.Insecure,
 		RequireVerity:        !img.Ref.Insecure,
 		Logf:                 log.Printf, // insecure mounts: which layout
+		LayerDir:             layerDir,
 	})
 	var mm *mount.DigestMismatchError
 	switch {

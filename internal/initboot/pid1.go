@@ -8,17 +8,23 @@ import (
 	"strings"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
+	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 
 	"golang.org/x/sys/unix"
 )
 
-// Paths of the PID 1 boot.
+// Paths of the PID 1 boot. The physical root and the image's EROFS layer
+// are mounted under /run (sysroot.PhysicalRootDir, sysroot.ImageMountDir)
+// from the start: /run moves into the new root whole, so the root's
+// overlay options name paths that exist on the booted system.
 const (
-	sysrootDir = "/sysroot"           // the physical root while booting
-	newrootDir = "/newroot"           // the new root while it is being built
-	runDir     = "/run"               // moved into the new root
-	shellPath  = "/bin/sh"            // emergency shell, if the initramfs has one
-	runSysroot = "cfs-deploy/sysroot" // under /run: the physical root when the image has no /sysroot
+	newrootDir = "/newroot" // the new root while it is being built
+	runDir     = "/run"     // moved into the new root
+	shellPath  = "/bin/sh"  // emergency shell, if the initramfs has one
+	// sysrootDir is where the booted system sees the physical root too,
+	// bound there when the image has the directory (as ostree systems
+	// have it).
+	sysrootDir = "/sysroot"
 )
 
 // RunPID1 boots the system as the initramfs's /init. It never returns:
@@ -78,7 +84,7 @@ func bootPID1(log *Log, f *failer) error {
 	t.End("found root device %s", dev)
 
 	t = log.Begin("mount-root")
-	fstype, ro, err := mountRoot(plan, dev, sysrootDir, log)
+	fstype, ro, err := mountRoot(plan, dev, sysroot.PhysicalRootDir, log)
 	if err != nil {
 		return err
 	}
@@ -86,9 +92,9 @@ func bootPID1(log *Log, f *failer) error {
 	if ro {
 		mode = "ro"
 	}
-	t.End("mounted %s on %s (%s, %s)", dev.Node, sysrootDir, fstype, mode)
+	t.End("mounted %s on %s (%s, %s)", dev.Node, sysroot.PhysicalRootDir, fstype, mode)
 
-	img, dep, err := assembleRoot(log, plan, sysrootDir, newrootDir)
+	img, dep, err := assembleRoot(log, plan, sysroot.PhysicalRootDir, sysroot.ImageMountDir, newrootDir)
 	if err != nil {
 		return err
 	}
@@ -103,14 +109,16 @@ func bootPID1(log *Log, f *failer) error {
 	if err != nil {
 		return during("move the mounts into the new root", err)
 	}
-	t.End("moved /sysroot, /run, /dev, /proc and /sys into the new root")
+	t.End("moved /run (with the physical root and the image), /dev, /proc and /sys into the new root")
 
 	rec := &BootRecord{Mode: "pid1", Device: dev.Node, FSType: fstype, ReadOnly: ro, Init: plan.Init}
 	fillRecord(rec, img, dep, sysrootSeen)
 	rec.Timings = log.timing()
-	if err := writeBootRecord(run, rec); err != nil {
-		log.Printf("warning: cannot write the boot record: %v", err)
-	}
+	writeRecords(log, run, rec, bootUnits(rootMounts{
+		Device: dev.Node, FSType: fstype,
+		Physical: sysroot.PhysicalRootDir, Image: sysroot.ImageMountDir,
+		SysrootBind: bound(sysrootSeen),
+	}, img, dep))
 	log.Printf("%s", recordSummary(rec))
 
 	// No way back after this: a failure reboots.
@@ -118,32 +126,25 @@ func bootPID1(log *Log, f *failer) error {
 	return switchRoot(newrootDir, plan.Init, os.Args[1:], os.Environ(), log)
 }
 
-// moveIntoNewRoot moves /run, the physical root and the kernel's file
-// systems into newroot. The physical root goes to newroot/sysroot, or
-// under /run when the image has no /sysroot. It returns where /run now is
-// and where the booted system will see the physical root.
+// moveIntoNewRoot moves /run (and with it the physical root and the
+// image's layer) and the kernel's file systems into newroot, and binds
+// the physical root on newroot's /sysroot when the image has one. It
+// returns where /run now is and where the booted system sees the
+// physical root.
 func moveIntoNewRoot(newroot string, log *Log) (run, sysrootSeen string, err error) {
-	run = runDir
-	if d := filepath.Join(newroot, "run"); isDir(d) {
-		if err := moveMount(runDir, d); err != nil {
-			return "", "", err
-		}
-		run = d
-	} else {
-		log.Printf("warning: the image has no /run; the boot record stays behind in the initramfs")
+	run = filepath.Join(newroot, runDir)
+	if !isDir(run) {
+		return "", "", fmt.Errorf("the image has no /run to carry the physical root (%s) and the image's layer into the booted system", sysroot.PhysicalRootDir)
 	}
-	target, seen := filepath.Join(newroot, "sysroot"), sysrootDir
-	if !isDir(target) {
-		if run == runDir {
-			return "", "", fmt.Errorf("the image has neither /sysroot nor /run to put the physical root on")
-		}
-		target, seen = filepath.Join(run, runSysroot), filepath.Join(runDir, runSysroot)
-		if err := os.MkdirAll(target, 0o755); err != nil {
-			return "", "", err
-		}
-	}
-	if err := moveMount(sysrootDir, target); err != nil {
+	if err := moveMount(runDir, run); err != nil {
 		return "", "", err
+	}
+	sysrootSeen = sysroot.PhysicalRootDir
+	if d := filepath.Join(newroot, sysrootDir); isDir(d) {
+		if err := unix.Mount(filepath.Join(newroot, sysroot.PhysicalRootDir), d, "", unix.MS_BIND, ""); err != nil {
+			return "", "", fmt.Errorf("bind-mount the physical root on %s: %w", sysrootDir, err)
+		}
+		sysrootSeen = sysrootDir
 	}
 	for _, m := range []string{"/dev", "/proc", "/sys"} {
 		if d := filepath.Join(newroot, m); isDir(d) {
@@ -155,5 +156,25 @@ func moveIntoNewRoot(newroot string, log *Log) (run, sysrootSeen string, err err
 			unix.Unmount(m, unix.MNT_DETACH)
 		}
 	}
-	return run, seen, nil
+	return run, sysrootSeen, nil
+}
+
+// bound returns the /sysroot bind for rootMounts: seen when the physical
+// root was bound there, "" when it is only at sysroot.PhysicalRootDir.
+func bound(seen string) string {
+	if seen == sysrootDir {
+		return seen
+	}
+	return ""
+}
+
+// writeRecords leaves the boot record and the mount units in run. Neither
+// stops the boot: the system runs without them, with less information.
+func writeRecords(log *Log, run string, rec *BootRecord, units []mountUnit) {
+	if err := writeBootRecord(run, rec); err != nil {
+		log.Printf("warning: cannot write the boot record: %v", err)
+	}
+	if err := writeUnits(run, units); err != nil {
+		log.Printf("warning: cannot write the mount units for systemd: %v", err)
+	}
 }

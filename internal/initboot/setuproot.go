@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/cfs-deploy/cfs-deploy/internal/mountinfo"
+	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 
 	"golang.org/x/sys/unix"
 )
@@ -63,7 +64,7 @@ func RunSetupRoot(args []string, stderr io.Writer) (status int) {
 	return 0
 }
 
-func setupRoot(log *Log, sysroot, cmdline, run string, debug bool) error {
+func setupRoot(log *Log, sysrootPath, cmdline, run string, debug bool) (err error) {
 	if cmdline == "" {
 		b, err := os.ReadFile("/proc/cmdline")
 		if err != nil {
@@ -76,19 +77,41 @@ func setupRoot(log *Log, sysroot, cmdline, run string, debug bool) error {
 		return during("use the kernel command line", err)
 	}
 	log.SetDebug(debug || plan.Debug)
-	if sysroot, err = filepath.Abs(sysroot); err != nil {
+	if sysrootPath, err = filepath.Abs(sysrootPath); err != nil {
 		return err
 	}
-	if !isDir(sysroot) {
-		return fmt.Errorf("%s is not a directory; the physical root should be mounted there", sysroot)
+	if !isDir(sysrootPath) {
+		return fmt.Errorf("%s is not a directory; the physical root should be mounted there", sysrootPath)
 	}
-	device, fstype := mountSource("/proc/self/mountinfo", sysroot)
+	device, fstype := mountSource("/proc/self/mountinfo", sysrootPath)
 	var sfs unix.Statfs_t
-	ro := unix.Statfs(sysroot, &sfs) == nil && sfs.Flags&unix.ST_RDONLY != 0
+	ro := unix.Statfs(sysrootPath, &sfs) == nil && sfs.Flags&unix.ST_RDONLY != 0
 	if ro {
 		// The binds of /etc and /var inherit the read-only flag, and a
 		// later remount of the physical root does not lift it from them.
-		log.Printf("warning: %s is mounted read-only (ro on the kernel command line?); /etc and /var will be read-only: composefs deployments need rw", sysroot)
+		log.Printf("warning: %s is mounted read-only (ro on the kernel command line?); /etc and /var will be read-only: composefs deployments need rw", sysrootPath)
+	}
+
+	// The physical root is bound under run first and the image's layer
+	// mounted there too: run moves into the booted system whole at
+	// switch-root, so the root's overlay options name paths that exist
+	// there. Private, so that the mounts made from it do not propagate
+	// back into /sysroot, which the new tree then covers.
+	phys, layer := underRun(run, sysroot.PhysicalRootDir), underRun(run, sysroot.ImageMountDir)
+	if err := os.MkdirAll(phys, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(sysrootPath, phys, "", unix.MS_BIND, ""); err != nil {
+		return during("bind-mount the physical root on "+phys, err)
+	}
+	defer func() {
+		if err != nil {
+			unix.Unmount(layer, unix.MNT_DETACH)
+			unix.Unmount(phys, unix.MNT_DETACH)
+		}
+	}()
+	if err := unix.Mount("", phys, "", unix.MS_PRIVATE, ""); err != nil {
+		return during("make "+phys+" private", err)
 	}
 
 	// The new tree is built on a private scratch mount: systemd makes
@@ -110,47 +133,41 @@ func setupRoot(log *Log, sysroot, cmdline, run string, debug bool) error {
 		return during("make "+staging+" private", err)
 	}
 	newroot := filepath.Join(staging, "root")
-	img, dep, err := assembleRoot(log, plan, sysroot, newroot)
+	img, dep, err := assembleRoot(log, plan, phys, layer, newroot)
 	if err != nil {
 		return err
 	}
 
 	t := log.Begin("move-root")
-	target, seen := filepath.Join(newroot, "sysroot"), sysrootDir
-	if !isDir(target) {
-		target, seen = filepath.Join(run, runSysroot), filepath.Join(runDir, runSysroot)
-		if err := os.MkdirAll(target, 0o755); err != nil {
-			return err
+	seen := underRun(run, sysroot.PhysicalRootDir)
+	if d := filepath.Join(newroot, sysrootDir); isDir(d) {
+		if err := unix.Mount(phys, d, "", unix.MS_BIND, ""); err != nil {
+			return during("bind-mount the physical root on "+d, err)
 		}
-	}
-	if err := unix.Mount(sysroot, target, "", unix.MS_BIND, ""); err != nil {
-		return during("bind-mount the physical root on "+target, err)
-	}
-	// Out of the peer group of the physical root (which the binds of it
-	// joined), or mounting the new tree on it would propagate back into
-	// the tree itself.
-	if err := unix.Mount("", target, "", unix.MS_PRIVATE, ""); err != nil {
-		return during("make "+target+" private", err)
+		seen = sysrootDir
 	}
 	if err := unix.Mount("", newroot, "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return during("make the new root private", err)
 	}
-	if err := moveMount(newroot, sysroot); err != nil {
-		if target != filepath.Join(newroot, "sysroot") {
-			unix.Unmount(target, unix.MNT_DETACH)
-		}
-		return during("put the composefs root on "+sysroot, err)
+	if err := moveMount(newroot, sysrootPath); err != nil {
+		return during("put the composefs root on "+sysrootPath, err)
 	}
-	t.End("moved the composefs root onto %s, the physical root to %s", sysroot, seen)
+	t.End("moved the composefs root onto %s; the physical root is at %s", sysrootPath, seen)
 
 	rec := &BootRecord{Mode: "setup-root", Device: device, FSType: fstype, ReadOnly: ro}
 	fillRecord(rec, img, dep, seen)
 	rec.Timings = log.timing()
-	if err := writeBootRecord(run, rec); err != nil {
-		log.Printf("warning: cannot write the boot record: %v", err)
-	}
+	writeRecords(log, run, rec, bootUnits(rootMounts{
+		Device: device, FSType: fstype, Physical: phys, Image: layer, SysrootBind: bound(seen),
+	}, img, dep))
 	log.Printf("%s", recordSummary(rec))
 	return nil
+}
+
+// underRun is p, a path under /run, under run instead (the same path
+// unless a test moved the runtime directory).
+func underRun(run, p string) string {
+	return filepath.Join(run, strings.TrimPrefix(p, runDir+"/"))
 }
 
 // mountSource returns the source and type of the topmost mount on target,
