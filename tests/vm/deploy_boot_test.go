@@ -168,6 +168,21 @@ func (f *fixture) testVerified(t *testing.T) {
 		if root == nil || root[2] != "overlay" || !hasOption(root[3], "ro") || !hasOption(root[3], "verity=require") {
 			t.Errorf("/ should be the composefs overlay, read-only, with verity=require; /proc/mounts has %q", root)
 		}
+		// The root's layers are named by paths that exist on the booted
+		// system: cfs-init keeps them mounted under /run/cfs-deploy.
+		if root != nil {
+			for _, want := range []string{"lowerdir+=/run/cfs-deploy/image", "datadir+=/run/cfs-deploy/sysroot/composefs/objects"} {
+				if !hasOption(root[3], want) {
+					t.Errorf("the root overlay's options %q lack %q", root[3], want)
+				}
+			}
+		}
+		if l := mountLine(out, "/run/cfs-deploy/image"); l == nil || l[2] != "erofs" {
+			t.Errorf("the image's EROFS layer is not mounted at /run/cfs-deploy/image; /proc/mounts has %q", l)
+		}
+		if l := mountLine(out, "/run/cfs-deploy/sysroot"); l == nil || l[2] != "ext4" {
+			t.Errorf("the physical root is not mounted at /run/cfs-deploy/sysroot; /proc/mounts has %q", l)
+		}
 		if consoleLine(out, "cfstest: root-statfs") != "cfstest: root-statfs ro=true" {
 			t.Errorf("statfs(/) does not report a read-only mount: %q", consoleLine(out, "cfstest: root-statfs"))
 		}
