@@ -56,10 +56,12 @@ type CommitResult struct {
 func (r *Repo) commitTree(root *erofs.Node, opts CommitOptions, newObjects int, stored bool) (*CommitResult, error) {
 	var warnings []string
 	if opts.Prepare != nil {
+		before := r.objects.Created()
 		var err error
 		if warnings, err = opts.Prepare(root); err != nil {
 			return nil, err
 		}
+		newObjects += int(r.objects.Created() - before)
 	}
 	parent, err := r.Branch(opts.Branch)
 	hasParent := err == nil

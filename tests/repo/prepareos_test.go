@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,17 @@ func TestCommitPrepareOS(t *testing.T) {
 	_, img := parseCommit(t, r.stdout)
 	if !strings.Contains(r.stderr, "warning: /etc/fstab: commented out the entry for / (\"UUID=0f00 / ext4") {
 		t.Errorf("no warning about the fstab entry for /:\n%s", r.stderr)
+	}
+	// Into an empty repository every object is new, those Prepare wrote
+	// too.
+	var objects, fresh int
+	for _, line := range strings.Split(r.stderr, "\n") {
+		if i := strings.Index(line, " objects ("); i > 0 {
+			fmt.Sscanf(line[strings.LastIndex(line[:i], " ")+1:], "%d objects (%d new)", &objects, &fresh)
+		}
+	}
+	if objects == 0 || objects != fresh {
+		t.Errorf("first commit: %d objects, %d new, want all new:\n%s", objects, fresh, r.stderr)
 	}
 	if after := snapshot(t, src); after != before {
 		t.Errorf("commit --prepare-os changed the source:\n%s\n---\n%s", before, after)
