@@ -21,8 +21,8 @@ func init() {
 		run:     runRollout,
 		usage: usageText(`Usage: cfs-deploy rollout [--sysroot DIR] [--boot DIR] [--root SPEC] [--karg ARG]...
                           [--stateroot NAME] [--keep-rollback N] [--tries N] [--stage]
-                          [--cfs-init PATH]
-                          [--module NAME]... [--insecure] [--json] BRANCH|COMMIT
+                          [--cfs-init PATH] [--modules LIST] [--module NAME]...
+                          [--insecure] [--json] BRANCH|COMMIT
 
 Makes a commit a new deployment and the boot loader's default; the earlier
 default becomes the rollback deployment:
@@ -33,8 +33,10 @@ default becomes the rollback deployment:
   - state/os/<stateroot>/var is seeded from the image's /var the first time,
     and never touched again;
   - the kernel, and the commit's initramfs.img or one built from its modules
-    with cfs-init (reused when kernel, modules and cfs-init are unchanged),
-    go to <boot>/cfs-deploy/;
+    with cfs-init (reused when kernel, module set and cfs-init are
+    unchanged), go to <boot>/cfs-deploy/; the built one loads only what
+    the sysroot's disk and file system need (found in sysfs; a warning
+    says when they cannot be found and a broader set is used);
   - a boot entry <boot>/loader/entries/cfs-deploy-<image>.conf boots it with
     root=SPEC rw composefs=<digest> plus the kernel arguments of the merge
     deployment and --karg; its sort-key and version put it first.
@@ -70,7 +72,7 @@ Options:
   --stage           prepare now, make it the default at shutdown (finalize)
   --cfs-init PATH   init for a built initramfs (default: next to cfs-deploy,
                     else ` + deploy.SystemInit + `)
-  --module NAME     another module for a built initramfs (repeatable)
+` + moduleFlagsHelp + `
   --initramfs B     builder of the initramfs when the commit ships none:
                     cfs-init (default: cfs-init as /init, small and fast),
                     dracut (the host's dracut in hostonly mode with the
@@ -97,9 +99,9 @@ func runRollout(prog string, args []string) error {
 	builder := fs.String("initramfs", "", "")
 	dracutModule := fs.String("dracut-module", "", "")
 	noRetention := fs.Bool("no-retention", false, "")
-	var kargs, modules stringList
+	var kargs stringList
 	fs.Var(&kargs, "karg", "")
-	fs.Var(&modules, "module", "")
+	mf := addModuleFlags(fs)
 	ops, err := cliutil.Parse(fs, args)
 	if err != nil {
 		return err
@@ -149,7 +151,8 @@ func runRollout(prog string, args []string) error {
 		bootTries = *tries
 	}
 	res, err := h.Rollout(deploy.Options{
-		Ref: ops[0], Stateroot: *stateroot, Root: *root, Kargs: kargs, Init: *initPath, Modules: modules,
+		Ref: ops[0], Stateroot: *stateroot, Root: *root, Kargs: kargs, Init: *initPath,
+		Modules: mf.extra, ModuleSet: mf.replace(c),
 		AllowInsecure: *insecure, KeepRollback: &keepRollback, NoRetention: *noRetention,
 		Tries: bootTries, Stage: *stage, Initramfs: firstNonEmpty(*builder, c.Deploy.Initramfs), DracutModule: *dracutModule,
 		CheckCommit: checkCommit,

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 )
@@ -78,6 +79,12 @@ type Deploy struct {
 	// Initramfs is the builder of initramfs images for commits that
 	// ship none: "cfs-init" (default), "dracut" or "dracut-generic".
 	Initramfs string `toml:"initramfs"`
+	// Modules, if set, replaces the default kernel module set of an
+	// initramfs built with cfs-init (what --modules does): module names,
+	// each added with everything it needs. Unset: the modules for the
+	// sysroot's file system and disk. An empty list builds an image
+	// without modules.
+	Modules []string `toml:"modules"`
 	// RequireSignature makes rollout refuse commits not signed by a
 	// trusted key (VerifyKeys, else every remote's verify-keys).
 	RequireSignature bool     `toml:"require-signature"`
@@ -127,6 +134,11 @@ func Load(path string) (Config, error) {
 	default:
 		return c, fmt.Errorf("configuration %s: deploy.initramfs %q: want cfs-init, dracut or dracut-generic", path, c.Deploy.Initramfs)
 	}
+	for _, m := range c.Deploy.Modules {
+		if err := CheckModuleName(m); err != nil {
+			return c, fmt.Errorf("configuration %s: deploy.modules: %w", path, err)
+		}
+	}
 	if c.Deploy.BootTries < 0 || c.Deploy.BootTries > 1000 {
 		return c, fmt.Errorf("configuration %s: deploy.boot-tries must be between 0 and 1000", path)
 	}
@@ -143,6 +155,18 @@ func Load(path string) (Config, error) {
 	}
 	c.Source = path
 	return c, nil
+}
+
+// CheckModuleName refuses what cannot be a kernel module name, so that a
+// typo such as "ext4 xfs" in one string is caught before a build.
+func CheckModuleName(name string) error {
+	if name == "" {
+		return errors.New("empty module name")
+	}
+	if strings.ContainsAny(name, " \t\n,/\x00") || strings.HasPrefix(name, ".") {
+		return fmt.Errorf("%q is not a module name", name)
+	}
+	return nil
 }
 
 func validRemoteName(name string) bool {

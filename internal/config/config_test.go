@@ -90,3 +90,30 @@ require-signature = true
 		}
 	}
 }
+
+func TestLoadDeployModules(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.toml")
+	load := func(text string) (Config, error) {
+		t.Helper()
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return Load(p)
+	}
+	c, err := load("[deploy]\nmodules = [\"ext4\", \"virtio_blk\", \"nvme\"]\n")
+	if err != nil || strings.Join(c.Deploy.Modules, " ") != "ext4 virtio_blk nvme" {
+		t.Fatalf("modules: %q, %v", c.Deploy.Modules, err)
+	}
+	// Unset and empty differ: the default set, or no modules at all.
+	if c, err = load("[deploy]\nboot = \"/boot\"\n"); err != nil || c.Deploy.Modules != nil {
+		t.Fatalf("unset: %#v, %v", c.Deploy.Modules, err)
+	}
+	if c, err = load("[deploy]\nmodules = []\n"); err != nil || c.Deploy.Modules == nil || len(c.Deploy.Modules) != 0 {
+		t.Fatalf("empty: %#v, %v", c.Deploy.Modules, err)
+	}
+	for _, bad := range []string{`modules = ["ext4 xfs"]`, `modules = [""]`, `modules = ["a,b"]`, `modules = "ext4"`} {
+		if _, err := load("[deploy]\n" + bad + "\n"); err == nil || !strings.Contains(err.Error(), "modules") {
+			t.Errorf("%s: %v, want an error about deploy.modules", bad, err)
+		}
+	}
+}

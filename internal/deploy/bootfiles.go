@@ -85,9 +85,7 @@ func (h *Host) installBootFiles(c *repo.Commit, root *erofs.Node, tfs fs.FS, opt
 		}
 		ms := moduleSet{replace: opts.ModuleSet, extra: opts.Modules, what: "the modules given"}
 		if ms.replace == nil {
-			var r initramfs.Root
-			r, ms.what, bf.warnings = leanRoot(h.Path)
-			ms.def = initramfs.LeanModules(r)
+			ms.def, ms.what, bf.warnings = DefaultModules(h.Path)
 		}
 		if bf.initramfs, bf.manifest, bf.reused, err = buildInitramfs(root, tfs, opts, ms, k.Version, dir, u); err != nil {
 			return nil, err

@@ -19,6 +19,15 @@ var cfsInitRootFS = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "x
 // moduleAdvice ends every warning about the module set.
 const moduleAdvice = "--module NAME adds a module (e.g. --module nvme for an NVMe disk), --modules LIST or [deploy] modules replaces the set"
 
+// DefaultModules returns the default module set of an initramfs built
+// for the physical root mounted at sysroot (see leanRoot), what it is for
+// ("ext4 root on vda (virtio_blk, virtio_pci)"), and warnings about what
+// could not be found.
+func DefaultModules(sysroot string) (mods []string, what string, warnings []string) {
+	r, what, warnings := leanRoot(sysroot)
+	return initramfs.LeanModules(r), what, warnings
+}
+
 // leanRoot finds what the default initramfs module set depends on: the
 // file system type of the mount holding dir (the sysroot, which is the
 // physical root the image boots from) and the drivers of the disk under
