@@ -7,6 +7,7 @@
 # copies them, with their *.requires/ and *.wants/ directories of links,
 # into its output directory ($1). Without them the boot still works but
 # /var is not ordered and stopped as a unit: so this never fails the boot.
+# Errors go to stderr (the journal); no /dev/null, which may not exist yet.
 units=${CFS_DEPLOY_UNITS_DIR:-@UNITS_DIR@}
 out=$1
 [ -n "$out" ] && [ -d "$units" ] || exit 0
@@ -17,13 +18,13 @@ for f in "$units"/*; do
 	if [ -d "$f" ] && [ ! -L "$f" ]; then
 		# Other generators may fill the same directory
 		# (local-fs.target.requires/): add to it.
-		mkdir -p "$out/$name" 2>/dev/null || continue
+		mkdir -p "$out/$name" || continue
 		for l in "$f"/*; do
 			[ -e "$l" ] || [ -L "$l" ] || continue
-			cp -Pf "$l" "$out/$name/" 2>/dev/null
+			cp -Pf "$l" "$out/$name/"
 		done
 	else
-		cp -Pf "$f" "$out/" 2>/dev/null
+		cp -Pf "$f" "$out/"
 	fi
 done
 exit 0
