@@ -281,6 +281,12 @@ func initramfsKey(root *erofs.Node, kver string, opts Options, ms moduleSet) (st
 		}
 		break
 	}
+	// The kernel's configuration decides whether loop is in a default set.
+	for _, p := range initramfs.KernelConfigPaths(kver) {
+		if n, err := erofs.Resolve(root, "/"+p); err == nil {
+			hashTree(h, n, "/"+p)
+		}
+	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 

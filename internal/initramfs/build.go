@@ -64,8 +64,9 @@ var (
 	// rootFSModules are the root file systems cfs-deploy supports.
 	rootFSModules = []string{"ext4", "xfs", "btrfs"}
 	// composefsModules mount the image: EROFS, overlayfs on top, and
-	// loop for kernels that cannot mount EROFS from a file (fs-verity is
-	// never a module).
+	// loop for kernels that cannot mount EROFS from a file (Build leaves
+	// it out of a default set where the kernel's configuration says it
+	// can; fs-verity is never a module).
 	composefsModules = []string{"erofs", "overlay", "loop"}
 )
 
@@ -120,7 +121,8 @@ type Options struct {
 	Modules []string
 	// Default is the default set, used when Modules is nil (nil:
 	// DefaultModules). Its members may be absent from the tree: they are
-	// skipped with a note.
+	// skipped with a note. loop is left out when the tree's kernel
+	// configuration (KernelConfigPaths) says EROFS mounts from a file.
 	Default []string
 	// Extra are more module names, added to Modules or to the defaults.
 	Extra []string
@@ -361,6 +363,9 @@ func addModules(im *image, m *Manifest, opts Options, fsys fs.FS, tree string) e
 		if want == nil {
 			want = DefaultModules()
 		}
+		var notes []string
+		want, notes = trimForKernel(fsys, kver, want)
+		m.Notes = append(m.Notes, notes...)
 		optional = want
 	}
 	want = append(append([]string(nil), want...), opts.Extra...)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cfs-deploy/cfs-deploy/internal/kmod"
 	"github.com/cfs-deploy/cfs-deploy/internal/kmod/kmodtest"
 )
 
@@ -41,7 +42,9 @@ func TestLeanDebian(t *testing.T) {
 	tr := kmodtest.Kernel(t)
 	init := initBinary(t)
 	lean := LeanModules(Root{FSType: "ext4", Drivers: []string{"virtio_blk", "virtio_pci"}})
-	img, m := build(t, Options{Init: init, ModulesTree: tr.Root, KernelVersion: tr.Version, Default: lean})
+	// The tree without the kernel's configuration: loop stays.
+	pristine, _ := kmodtest.PristineCopy(t, tr)
+	img, m := build(t, Options{Init: init, ModulesTree: pristine, KernelVersion: tr.Version, Default: lean})
 	var names []string
 	for _, mod := range m.Modules {
 		names = append(names, mod.Name)
@@ -56,8 +59,20 @@ func TestLeanDebian(t *testing.T) {
 	if !slices.Contains(m.Builtin, "virtio_pci") {
 		t.Errorf("virtio_pci is built into Debian's kernel; builtin %v", m.Builtin)
 	}
+
+	// Debian's package has /boot/config-<kver>, which says EROFS mounts
+	// from a file: no loop, and a note says why.
+	img, withConfig := build(t, Options{Init: init, ModulesTree: tr.Root, KernelVersion: tr.Version, Default: lean})
+	if slices.ContainsFunc(withConfig.Modules, func(m kmod.Module) bool { return m.Name == "loop" }) ||
+		!slices.ContainsFunc(withConfig.Notes, func(n string) bool { return strings.Contains(n, "CONFIG_EROFS_FS_BACKED_BY_FILE") }) {
+		t.Errorf("with the kernel's configuration: modules %v, notes %v", withConfig.LoadList, withConfig.Notes)
+	}
+	// Named explicitly, loop is kept whatever the configuration says.
+	if _, m := build(t, Options{Init: init, ModulesTree: tr.Root, KernelVersion: tr.Version, Modules: []string{"loop"}}); len(m.Modules) != 1 {
+		t.Errorf("--modules loop: %v", m.LoadList)
+	}
 	_, broad := build(t, Options{Init: init, ModulesTree: tr.Root, KernelVersion: tr.Version})
-	t.Logf("lean image: %d bytes, %d modules; broad default: %d bytes, %d modules", len(img), len(m.Modules), broad.Size, len(broad.Modules))
+	t.Logf("lean image: %d bytes, %d modules; broad default: %d bytes, %d modules", len(img), len(withConfig.Modules), broad.Size, len(broad.Modules))
 	if len(img) >= 4_000_000 {
 		t.Errorf("lean image is %d bytes, want < 4 MB", len(img))
 	}
