@@ -26,40 +26,7 @@ var cfsInitModules = []string{"crc32c_generic", "sha256-ssse3", "virtio_blk", "e
 // An image that is not in the repository makes it refuse and reboot.
 func TestCfsInitBootsInsecure(t *testing.T) {
 	k := vmtest.Kernel(t)
-	cfsDeploy := gobuild.T(t, "./cmd/cfs-deploy")
-
-	// The OS image: a static init and the directories a root needs.
-	tree := t.TempDir()
-	for _, d := range []string{"etc", "var", "run", "sysroot", "dev", "proc", "sys", "tmp", "sbin"} {
-		if err := os.MkdirAll(filepath.Join(tree, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	copyFile(t, gobuild.T(t, "./tests/vm/testdata/bootedinit"), filepath.Join(tree, "sbin/init"), 0o755)
-	writeFile(t, filepath.Join(tree, "etc/hostname"), "from-the-image\n")
-
-	// The physical root: an insecure repository and the deployment's
-	// state, as rollout would leave them.
-	disk := t.TempDir()
-	repo := filepath.Join(disk, "composefs")
-	if out, err := exec.Command(cfsDeploy, "--repo", repo, "init", "--insecure").CombinedOutput(); err != nil {
-		t.Fatalf("cfs-deploy init: %v\n%s", err, out)
-	}
-	out, err := exec.Command(cfsDeploy, "--repo", repo, "commit", "--branch", "os", "--json", tree).Output()
-	if err != nil {
-		t.Fatalf("cfs-deploy commit: %v", err)
-	}
-	var commit struct{ Image string }
-	if err := json.Unmarshal(out, &commit); err != nil || len(commit.Image) != 64 {
-		t.Fatalf("commit output %s: %v", out, err)
-	}
-	digest := commit.Image
-	writeFile(t, filepath.Join(disk, "state/deploy", digest, "etc/hostname"), "cfs-vm\n")
-	writeFile(t, filepath.Join(disk, "state/deploy", digest, "origin.json"), `{"stateroot": "default"}`+"\n")
-	if err := os.MkdirAll(filepath.Join(disk, "state/os/default/var"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	img := vmtest.MakeExt4FromDir(t, "64M", disk, false)
+	img, digest := insecureDisk(t)
 
 	initrd := filepath.Join(t.TempDir(), "initrd.img")
 	f, err := os.Create(initrd)
@@ -157,7 +124,48 @@ func TestCfsInitBootsInsecure(t *testing.T) {
 	})
 }
 
-func writeFile(t *testing.T, p, content string) {
+// insecureDisk returns an ext4 disk image holding what rollout would leave
+// for a small OS (a static init that reports the boot, /etc/hostname) in
+// an insecure repository: the repository and the deployment's state. digest
+// is the image's.
+func insecureDisk(t testing.TB) (img, digest string) {
+	cfsDeploy := gobuild.T(t, "./cmd/cfs-deploy")
+
+	// The OS image: a static init and the directories a root needs.
+	tree := t.TempDir()
+	for _, d := range []string{"etc", "var", "run", "sysroot", "dev", "proc", "sys", "tmp", "sbin"} {
+		if err := os.MkdirAll(filepath.Join(tree, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(t, gobuild.T(t, "./tests/vm/testdata/bootedinit"), filepath.Join(tree, "sbin/init"), 0o755)
+	writeFile(t, filepath.Join(tree, "etc/hostname"), "from-the-image\n")
+
+	// The physical root: an insecure repository and the deployment's
+	// state, as rollout would leave them.
+	disk := t.TempDir()
+	repo := filepath.Join(disk, "composefs")
+	if out, err := exec.Command(cfsDeploy, "--repo", repo, "init", "--insecure").CombinedOutput(); err != nil {
+		t.Fatalf("cfs-deploy init: %v\n%s", err, out)
+	}
+	out, err := exec.Command(cfsDeploy, "--repo", repo, "commit", "--branch", "os", "--json", tree).Output()
+	if err != nil {
+		t.Fatalf("cfs-deploy commit: %v", err)
+	}
+	var commit struct{ Image string }
+	if err := json.Unmarshal(out, &commit); err != nil || len(commit.Image) != 64 {
+		t.Fatalf("commit output %s: %v", out, err)
+	}
+	digest = commit.Image
+	writeFile(t, filepath.Join(disk, "state/deploy", digest, "etc/hostname"), "cfs-vm\n")
+	writeFile(t, filepath.Join(disk, "state/deploy", digest, "origin.json"), `{"stateroot": "default"}`+"\n")
+	if err := os.MkdirAll(filepath.Join(disk, "state/os/default/var"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return vmtest.MakeExt4FromDir(t, "64M", disk, false), digest
+}
+
+func writeFile(t testing.TB, p, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
@@ -167,7 +175,7 @@ func writeFile(t *testing.T, p, content string) {
 	}
 }
 
-func copyFile(t *testing.T, src, dst string, perm os.FileMode) {
+func copyFile(t testing.TB, src, dst string, perm os.FileMode) {
 	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
