@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
-
-	"github.com/cfs-deploy/cfs-deploy/internal/erofs"
 )
 
 // tmpfsLine mounts /tmp as ostree systems and Fedora do: a tmpfs, since
@@ -46,15 +44,8 @@ func (p *prep) fstab() error {
 		out = append(out, tmpComment+"\n"+tmpfsLine+"\n"...)
 		p.changed("/etc/fstab: /tmp is a tmpfs")
 	}
-	if tmp := lookup(p.root, "tmp"); tmp == nil {
-		d := erofs.NewDirectory("tmp", 0o1777)
-		d.Mtime = p.stamp
-		if err := p.root.AddChild(d); err != nil {
-			return fmt.Errorf("create /tmp: %w", err)
-		}
-		p.changed("/tmp: created as a mount point")
-	} else if !tmp.IsDir() {
-		return fmt.Errorf("/tmp is %s; want a directory to mount a tmpfs on", kind(tmp))
+	if err := p.mountDir("tmp", 0o1777, "a tmpfs"); err != nil {
+		return err
 	}
 	if n == nil {
 		return p.writeFile(fstabPath, 0o644, out)

@@ -6,6 +6,9 @@
 // layout it produces; Check tells whether a tree has it.
 //
 // What Prepare does:
+//   - /dev, /proc, /sys and /run exist as mount points: the image is
+//     read-only, and cfs-init moves /run (which carries the physical
+//     root) into the new root, refusing a tree without it;
 //   - the writable top-level directories (/home, /root, /srv, /opt, /mnt,
 //     /usr/local, /media) become links into /var (or /run), their content
 //     kept under /usr/share/factory/<target> to seed the target;
@@ -126,7 +129,7 @@ func Prepare(root *erofs.Node, files Files) (*Report, error) {
 		return nil, fmt.Errorf("prepare: /usr is missing or not a directory: %w", ErrNotOS)
 	}
 	p := &prep{root: root, files: files, stamp: usr.Mtime, rep: &Report{}}
-	steps := []func() error{p.links, p.pkgDBs, p.systemdTmpfiles, p.fstab, p.tmpfilesConf, p.generator, p.marker}
+	steps := []func() error{p.mountDirs, p.links, p.pkgDBs, p.systemdTmpfiles, p.fstab, p.tmpfilesConf, p.generator, p.marker}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, fmt.Errorf("prepare: %w", err)
@@ -243,6 +246,50 @@ func (p *prep) pkgDB(db pkgDB) error {
 		return err
 	}
 	p.changed("/%s: moved to /%s, left a link", db.varPath, db.usrPath)
+	return nil
+}
+
+// apiDirs are the mount points of the kernel's file systems and /run,
+// with the modes distributions give them. Container images may lack
+// them (the container runtime makes them); a read-only image cannot get
+// them at boot, and cfs-init needs /run.
+var apiDirs = []struct {
+	name string
+	mode uint32
+	what string
+}{
+	{"dev", 0o755, "devtmpfs"},
+	{"proc", 0o555, "procfs"},
+	{"sys", 0o555, "sysfs"},
+	{"run", 0o755, "the /run cfs-init carries the physical root on"},
+}
+
+// mountDirs makes sure the tree has the mount points of apiDirs.
+func (p *prep) mountDirs() error {
+	for _, d := range apiDirs {
+		if err := p.mountDir(d.name, d.mode, d.what); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mountDir makes the top-level directory name (mode) a mount point for
+// what, if the tree lacks it; something else there is an error.
+func (p *prep) mountDir(name string, mode uint32, what string) error {
+	n := lookup(p.root, name)
+	if n == nil {
+		d := erofs.NewDirectory(name, mode)
+		d.Mtime = p.stamp
+		if err := p.root.AddChild(d); err != nil {
+			return fmt.Errorf("create /%s: %w", name, err)
+		}
+		p.changed("/%s: created as a mount point", name)
+		return nil
+	}
+	if !n.IsDir() {
+		return fmt.Errorf("/%s is %s; want a directory to mount %s on", name, kind(n), what)
+	}
 	return nil
 }
 

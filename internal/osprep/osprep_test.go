@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -356,6 +357,8 @@ func TestPrepareErrors(t *testing.T) {
 		{"two dpkg databases", map[string]string{"var/lib/dpkg/status": "a", "usr/lib/sysimage/dpkg/status": "b"},
 			"/var/lib/dpkg is a directory and /usr/lib/sysimage/dpkg exists too"},
 		{"fstab is a directory", map[string]string{"etc/fstab": "dir"}, "/etc/fstab is a directory"},
+		{"run is a link", map[string]string{"run": "link var/run"},
+			"/run is a symbolic link; want a directory to mount the /run cfs-init"},
 		{"generator dir is a file", map[string]string{"usr/lib/systemd/system-generators": "x"},
 			"/usr/lib/systemd/system-generators is a regular file; want a directory"},
 	} {
@@ -369,6 +372,36 @@ func TestPrepareErrors(t *testing.T) {
 	}
 	if _, err := Prepare(erofs.NewDirectory("", 0o755), memFiles{}); !errors.Is(err, ErrNotOS) {
 		t.Errorf("tree without /usr: %v, want ErrNotOS", err)
+	}
+}
+
+// TestPrepareMountDirs: a tree without the mount points of /dev, /proc,
+// /sys and /run (as container images come) gets them, since the image is
+// read-only and cfs-init refuses a root without /run; existing ones stay
+// as they are.
+func TestPrepareMountDirs(t *testing.T) {
+	files := memFiles{}
+	root := tree(t, files, map[string]string{"proc": "dir", "run/lock": "dir"})
+	rep := mustPrepare(t, root, files)
+	for _, want := range []struct {
+		name string
+		mode uint32
+	}{{"dev", 0o755}, {"sys", 0o555}, {"tmp", 0o1777}} {
+		n := root.Lookup(want.name)
+		if n == nil || n.Mode != erofs.ModeDir|want.mode || n.Mtime != root.Lookup("usr").Mtime {
+			t.Errorf("/%s: %+v, want a directory with mode %o and /usr's mtime", want.name, n, want.mode)
+		}
+		if !slices.Contains(rep.Changes, "/"+want.name+": created as a mount point") {
+			t.Errorf("changes do not say /%s was created: %q", want.name, rep.Changes)
+		}
+	}
+	for _, kept := range []string{"/proc", "/run"} {
+		if slices.ContainsFunc(rep.Changes, func(c string) bool { return strings.HasPrefix(c, kept+":") }) {
+			t.Errorf("existing %s was changed: %q", kept, rep.Changes)
+		}
+	}
+	if lookup(root, "run/lock") == nil || root.Lookup("proc").Mode != erofs.ModeDir|0o755 {
+		t.Error("existing /run or /proc was replaced")
 	}
 }
 
