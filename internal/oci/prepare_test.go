@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"testing"
@@ -21,6 +22,18 @@ func TestPullPrepare(t *testing.T) {
 		if root.Lookup("prepared") == nil {
 			l := &erofs.Node{Name: "prepared", Mode: erofs.ModeSymlink | 0o777, Nlink: 1, Payload: "yes", Size: 3}
 			if err := root.AddChild(l); err != nil {
+				return nil, err
+			}
+		}
+		// New content, as osprep stores it: a new object.
+		if root.Lookup("added") == nil {
+			data := bytes.Repeat([]byte("stored by Prepare\n"), 16)
+			d, err := r.PutBytes(data)
+			if err != nil {
+				return nil, err
+			}
+			f := &erofs.Node{Name: "added", Mode: erofs.ModeReg | 0o644, Nlink: 1, Size: uint64(len(data)), Digest: d, Payload: d.ObjectPath()}
+			if err := root.AddChild(f); err != nil {
 				return nil, err
 			}
 		}
@@ -47,8 +60,13 @@ func TestPullPrepare(t *testing.T) {
 		t.Errorf("pulled image lacks what Prepare added:\n%s", dumpOf(t, r, res.Image))
 	}
 	id, _ := r.Branch("os")
-	if c, err := r.ReadCommit(id); err != nil || c.OCI == nil || !c.OCI.Prepared {
-		t.Errorf("commit's oci record does not say prepared: %+v, %v", c, err)
+	c, err := r.ReadCommit(id)
+	if err != nil || c.OCI == nil || !c.OCI.Prepared {
+		t.Fatalf("commit's oci record does not say prepared: %+v, %v", c, err)
+	}
+	// The object Prepare stored counts as new, as in the commit's record.
+	if res.NewObjects != c.Stats.NewObjects || res.NewObjects < 2 {
+		t.Errorf("pull says %d new objects, the commit %d; want the layer's and the one Prepare stored", res.NewObjects, c.Stats.NewObjects)
 	}
 
 	if res := pullWith(prep); !res.UpToDate || calls != 1 {

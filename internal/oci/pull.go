@@ -207,7 +207,8 @@ func Pull(ctx context.Context, r *repo.Repo, opts PullOptions) (*PullResult, err
 		return res, err
 	}
 	res.Commit, res.Image = cr.ID.String(), cr.Image.String()
-	res.Objects, res.NewObjects = cr.Commit.Stats.Objects, newObjects
+	// The commit's count: it adds what Prepare stored to the layers'.
+	res.Objects, res.NewObjects = cr.Commit.Stats.Objects, cr.Commit.Stats.NewObjects
 	res.Warnings = cr.Warnings
 	if err := pruneLayers(r); err != nil {
 		return res, fmt.Errorf("committed %s, but: %w", cr.ID, err)
