@@ -81,7 +81,7 @@ func runInitramfs(prog string, args []string) error {
 	case opts.Modules != nil:
 	case *sysrootDir != "":
 		var warnings []string
-		opts.Default, what, warnings = deploy.DefaultModules(*sysrootDir)
+		opts.Default, what, warnings = deploy.DefaultModules(*sysrootDir, "")
 		for _, w := range warnings {
 			fmt.Fprintf(os.Stderr, "%s: warning: %s\n", prog, w)
 		}

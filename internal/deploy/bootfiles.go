@@ -56,8 +56,9 @@ func checkKernelVersion(v string) error {
 
 // installBootFiles puts the commit's kernel and an initramfs into the boot
 // directory: the commit's own initramfs.img if it has one, else one built
-// from the commit's modules with cfs-init as /init.
-func (h *Host) installBootFiles(c *repo.Commit, root *erofs.Node, tfs fs.FS, opts Options, u *undo) (*bootFiles, error) {
+// from the commit's modules with cfs-init as /init, for the root=
+// rootSpec.
+func (h *Host) installBootFiles(c *repo.Commit, root *erofs.Node, tfs fs.FS, opts Options, rootSpec string, u *undo) (*bootFiles, error) {
 	r := h.Repo
 	dir := h.BootJoin(bootSubdir)
 	if err := mkdirAll(dir, 0o755, u); err != nil {
@@ -85,7 +86,7 @@ func (h *Host) installBootFiles(c *repo.Commit, root *erofs.Node, tfs fs.FS, opt
 		}
 		ms := moduleSet{replace: opts.ModuleSet, extra: opts.Modules, what: "the modules given"}
 		if ms.replace == nil {
-			ms.def, ms.what, bf.warnings = DefaultModules(h.Path)
+			ms.def, ms.what, bf.warnings = DefaultModules(h.Path, rootSpec)
 		}
 		if bf.initramfs, bf.manifest, bf.reused, err = buildInitramfs(root, tfs, opts, ms, k.Version, dir, u); err != nil {
 			return nil, err

@@ -355,7 +355,8 @@ func (h *Host) Rollout(opts Options) (res *Result, err error) {
 		h.logf("%s", res.Merge.String())
 	}
 
-	bf, err := h.installBootFiles(c, root, tfs, opts, u)
+	rootSpec, _ := cmdline.Get("root")
+	bf, err := h.installBootFiles(c, root, tfs, opts, rootSpec, u)
 	if err != nil {
 		return nil, err
 	}

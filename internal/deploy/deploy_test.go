@@ -105,7 +105,7 @@ func TestRollout(t *testing.T) {
 	if err := checkout(f.r, mustResolve(t, root, "/usr"), filepath.Join(dir, "usr")); err != nil {
 		t.Fatal(err)
 	}
-	lean, _, _ := leanRoot(f.sysroot)
+	lean, _, _ := leanRoot(f.sysroot, "UUID=0f3c55aa-1b2c-4d5e-8f90-a1b2c3d4e5f6")
 	var fromDir bytes.Buffer
 	if _, err := initramfs.Build(&fromDir, initramfs.Options{Init: f.init, KernelVersion: f.kver, ModulesTree: dir, Default: initramfs.LeanModules(lean)}); err != nil {
 		t.Fatal(err)

@@ -22,9 +22,10 @@ const moduleAdvice = "--module NAME adds a module (e.g. --module nvme for an NVM
 // DefaultModules returns the default module set of an initramfs built
 // for the physical root mounted at sysroot (see leanRoot), what it is for
 // ("ext4 root on vda (virtio_blk, virtio_pci)"), and warnings about what
-// could not be found.
-func DefaultModules(sysroot string) (mods []string, what string, warnings []string) {
-	r, what, warnings := leanRoot(sysroot)
+// could not be found. rootSpec is the root= the image boots with ("":
+// the sysroot's file system).
+func DefaultModules(sysroot, rootSpec string) (mods []string, what string, warnings []string) {
+	r, what, warnings := leanRoot(sysroot, rootSpec)
 	return initramfs.LeanModules(r), what, warnings
 }
 
@@ -33,7 +34,7 @@ func DefaultModules(sysroot string) (mods []string, what string, warnings []stri
 // physical root the image boots from) and the drivers of the disk under
 // it, from sysfs. What cannot be found is said in a warning, and
 // initramfs.LeanModules covers it with the broad set's part.
-func leanRoot(dir string) (initramfs.Root, string, []string) {
+func leanRoot(dir, rootSpec string) (initramfs.Root, string, []string) {
 	mi, err := mountOf(dir)
 	if err != nil {
 		return initramfs.Root{}, "unknown root", []string{fmt.Sprintf("initramfs: %v: it gets the broad default module set; %s", err, moduleAdvice)}
@@ -51,14 +52,26 @@ func leanRoot(dir string) (initramfs.Root, string, []string) {
 	if major != 0 {
 		dev, devErr = blockdev.SysfsDevice(sysfsRoot, major, minor)
 	}
-	return rootFromMount(dir, mi.FSType, dev, devErr)
+	var uuid string
+	if devErr == nil && strings.HasPrefix(rootSpec, "UUID=") {
+		if fsys, err := blockdev.ProbeFile("/dev/" + dev.Name); err == nil {
+			uuid = fsys.UUID
+		}
+	}
+	return rootFromMount(dir, mi.FSType, uuid, rootSpec, dev, devErr)
 }
 
-// rootFromMount decides from the sysroot's file system type and its
+// rootFromMount decides from the sysroot's file system type, its UUID
+// ("" if not known), the root= the image boots with and the sysroot's
 // device what the default module set is for, and describes it.
-func rootFromMount(dir, fsType string, dev blockdev.Device, devErr error) (r initramfs.Root, what string, warnings []string) {
+func rootFromMount(dir, fsType, uuid, rootSpec string, dev blockdev.Device, devErr error) (r initramfs.Root, what string, warnings []string) {
 	if !cfsInitRootFS[fsType] {
 		return r, "unknown root", []string{fmt.Sprintf("initramfs: sysroot %s is on a %s file system, which cfs-init does not mount as the root: the initramfs gets the broad default module set; %s", dir, fsType, moduleAdvice)}
+	}
+	if want, ok := strings.CutPrefix(rootSpec, "UUID="); ok && uuid != "" && !strings.EqualFold(want, uuid) {
+		// The entry boots another file system than the one the
+		// sysroot is on: nothing here says what that one needs.
+		return r, "unknown root", []string{fmt.Sprintf("initramfs: root=%s is not the file system of sysroot %s (UUID=%s): the initramfs gets the broad default module set; %s", rootSpec, dir, uuid, moduleAdvice)}
 	}
 	r.FSType = fsType
 	var why string

@@ -17,7 +17,7 @@ import (
 
 func TestRootFromMount(t *testing.T) {
 	virtio := blockdev.Device{Name: "vda", Drivers: []string{"virtio_blk", "virtio_pci"}}
-	r, what, warn := rootFromMount("/sysroot", "ext4", virtio, nil)
+	r, what, warn := rootFromMount("/sysroot", "ext4", "", "", virtio, nil)
 	if r.FSType != "ext4" || !slices.Equal(r.Drivers, virtio.Drivers) || len(warn) != 0 || what != "ext4 root on vda (virtio_blk, virtio_pci)" {
 		t.Errorf("ext4 on virtio: %+v %q %v", r, what, warn)
 	}
@@ -35,7 +35,7 @@ func TestRootFromMount(t *testing.T) {
 
 	// A loop device: the file system is known, the disk is not.
 	loop := blockdev.Device{Name: "loop0", Virtual: true, BackingFile: "/var/tmp/disk.img"}
-	r, _, warn = rootFromMount("/mnt", "ext4", loop, nil)
+	r, _, warn = rootFromMount("/mnt", "ext4", "", "", loop, nil)
 	if r.FSType != "ext4" || r.Drivers != nil || len(warn) != 1 || !strings.Contains(warn[0], "/var/tmp/disk.img") || !strings.Contains(warn[0], "--module nvme") {
 		t.Errorf("loop: %+v %v", r, warn)
 	}
@@ -47,12 +47,23 @@ func TestRootFromMount(t *testing.T) {
 		dev blockdev.Device
 		err error
 	}{{blockdev.Device{Name: "vdz"}, nil}, {blockdev.Device{}, errors.New("no sysfs")}} {
-		if r, _, warn := rootFromMount("/mnt", "xfs", c.dev, c.err); r.FSType != "xfs" || r.Drivers != nil || len(warn) != 1 {
+		if r, _, warn := rootFromMount("/mnt", "xfs", "", "", c.dev, c.err); r.FSType != "xfs" || r.Drivers != nil || len(warn) != 1 {
 			t.Errorf("%+v %v: %+v %v", c.dev, c.err, r, warn)
 		}
 	}
+	// root= names another file system than the sysroot's: the broad set.
+	r, _, warn = rootFromMount("/sysroot", "ext4", "5ab981b8-690b-4102-8385-615a5dfaf92f", "UUID=0f3c55aa-1b2c-4d5e-8f90-a1b2c3d4e5f6", virtio, nil)
+	if r.FSType != "" || r.Drivers != nil || len(warn) != 1 || !strings.Contains(warn[0], "UUID=5ab981b8") {
+		t.Errorf("another root: %+v %v", r, warn)
+	}
+	// The same UUID (in capitals), or a root= other than UUID=: detected.
+	for _, spec := range []string{"UUID=5AB981B8-690B-4102-8385-615A5DFAF92F", "/dev/vda", "LABEL=root", ""} {
+		if r, _, warn := rootFromMount("/sysroot", "ext4", "5ab981b8-690b-4102-8385-615a5dfaf92f", spec, virtio, nil); r.FSType != "ext4" || r.Drivers == nil || len(warn) != 0 {
+			t.Errorf("root=%s: %+v %v", spec, r, warn)
+		}
+	}
 	// Not a file system cfs-init mounts as the root: the broad set.
-	if r, _, warn := rootFromMount("/tmp/x", "tmpfs", blockdev.Device{}, errors.New("not a block device")); r.FSType != "" || r.Drivers != nil || len(warn) != 1 || !strings.Contains(warn[0], "tmpfs") {
+	if r, _, warn := rootFromMount("/tmp/x", "tmpfs", "", "", blockdev.Device{}, errors.New("not a block device")); r.FSType != "" || r.Drivers != nil || len(warn) != 1 || !strings.Contains(warn[0], "tmpfs") {
 		t.Errorf("tmpfs: %+v %v", r, warn)
 	}
 }
