@@ -6,9 +6,11 @@
 // layout it produces; Check tells whether a tree has it.
 //
 // What Prepare does:
-//   - /dev, /proc, /sys and /run exist as mount points: the image is
-//     read-only, and cfs-init moves /run (which carries the physical
-//     root) into the new root, refusing a tree without it;
+//   - /dev, /proc, /sys, /run and /sysroot exist as mount points: the
+//     image is read-only, cfs-init moves /run (which carries the
+//     physical root) into the new root, refusing a tree without it, and
+//     binds the physical root on /sysroot, where cfs-deploy looks for
+//     the repository by default;
 //   - the writable top-level directories (/home, /root, /srv, /opt, /mnt,
 //     /usr/local, /media) become links into /var (or /run), their content
 //     kept under /usr/share/factory/<target> to seed the target;
@@ -249,7 +251,8 @@ func (p *prep) pkgDB(db pkgDB) error {
 	return nil
 }
 
-// apiDirs are the mount points of the kernel's file systems and /run,
+// apiDirs are the mount points of the kernel's file systems, /run and
+// /sysroot,
 // with the modes distributions give them. Container images may lack
 // them (the container runtime makes them); a read-only image cannot get
 // them at boot, and cfs-init needs /run.
@@ -262,6 +265,10 @@ var apiDirs = []struct {
 	{"proc", 0o555, "procfs"},
 	{"sys", 0o555, "sysfs"},
 	{"run", 0o755, "the /run cfs-init carries the physical root on"},
+	// cfs-init binds the physical root here where the image has the
+	// directory, as ostree systems have it: the repository is then at
+	// the default /sysroot/composefs on the booted system.
+	{"sysroot", 0o755, "the physical root"},
 }
 
 // mountDirs makes sure the tree has the mount points of apiDirs.

@@ -376,9 +376,10 @@ func TestPrepareErrors(t *testing.T) {
 }
 
 // TestPrepareMountDirs: a tree without the mount points of /dev, /proc,
-// /sys and /run (as container images come) gets them, since the image is
-// read-only and cfs-init refuses a root without /run; existing ones stay
-// as they are.
+// /sys, /run and /sysroot (as container images and Debian trees come)
+// gets them, since the image is read-only, cfs-init refuses a root without
+// /run and binds the physical root on /sysroot, where cfs-deploy looks for
+// the repository; existing ones stay as they are.
 func TestPrepareMountDirs(t *testing.T) {
 	files := memFiles{}
 	root := tree(t, files, map[string]string{"proc": "dir", "run/lock": "dir"})
@@ -386,7 +387,7 @@ func TestPrepareMountDirs(t *testing.T) {
 	for _, want := range []struct {
 		name string
 		mode uint32
-	}{{"dev", 0o755}, {"sys", 0o555}, {"tmp", 0o1777}} {
+	}{{"dev", 0o755}, {"sys", 0o555}, {"sysroot", 0o755}, {"tmp", 0o1777}} {
 		n := root.Lookup(want.name)
 		if n == nil || n.Mode != erofs.ModeDir|want.mode || n.Mtime != root.Lookup("usr").Mtime {
 			t.Errorf("/%s: %+v, want a directory with mode %o and /usr's mtime", want.name, n, want.mode)
