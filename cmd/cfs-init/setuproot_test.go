@@ -273,6 +273,25 @@ func TestSetupRootHost(t *testing.T) {
 		}
 		defer unix.Unmount(layer, unix.MNT_DETACH)
 		defer unix.Unmount(phys, unix.MNT_DETACH)
+		// Nothing holds the visible mount of the physical root: the image
+		// was opened through a clone of it, so at shutdown it unmounts
+		// without "Device or resource busy" while the root stays whole.
+		pb := filepath.Join(run, "cfs-deploy/sysroot-probe")
+		if err := os.MkdirAll(pb, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount(phys, pb, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Unmount(phys, 0); err != nil {
+			t.Errorf("unmount the physical root's mount %s: %v; want it free", phys, err)
+		} else {
+			check("usr/share/doc/big.txt", big)
+			if err := unix.Mount(pb, phys, "", unix.MS_BIND, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		unix.Unmount(pb, unix.MNT_DETACH)
 
 		// Units for systemd: /var is unmounted at shutdown (and required by
 		// local-fs.target); the physical root and the image never are.

@@ -12,6 +12,8 @@ import (
 	"github.com/cfs-deploy/cfs-deploy/internal/bootcfg"
 	"github.com/cfs-deploy/cfs-deploy/internal/mount"
 	"github.com/cfs-deploy/cfs-deploy/internal/verity"
+
+	"golang.org/x/sys/unix"
 )
 
 // Repository layout on the physical root.
@@ -164,9 +166,22 @@ func mountImage(img *chosenImage, sysroot, layerDir, target string, log *Log) er
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return err
 	}
+	// The image is opened through a detached clone of the physical
+	// root's mount: the EROFS mount keeps its file open for as long as
+	// the system runs, and a file open through the visible mount would
+	// keep it busy, so systemd-shutdown could remount it read-only but
+	// not unmount it (and says so at every shutdown). The clone stays
+	// alive, out of sight, while the image is mounted.
+	path := img.Path
+	if tree, err := unix.OpenTree(unix.AT_FDCWD, sysroot, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC); err == nil {
+		defer unix.Close(tree)
+		path = fmt.Sprintf("/proc/self/fd/%d/%s", tree, img.Rel)
+	} else {
+		log.Debugf("open_tree %s: %v; the image is opened through the visible mount", sysroot, err)
+	}
 	want := img.Ref.Digest
 	err := mount.Mount(target, mount.Options{
-		Image:                img.Path,
+		Image:                path,
 		ObjectDirs:           []string{filepath.Join(sysroot, objectsDir)},
 		ExpectDigest:         &want,
 		AllowUserspaceDigest: img.Ref.Insecure,

@@ -133,21 +133,21 @@ func bootPID1(log *Log, f *failer) error {
 // physical root.
 func moveIntoNewRoot(newroot string, log *Log) (run, sysrootSeen string, err error) {
 	run = filepath.Join(newroot, runDir)
-	if !isDir(run) {
+	if !isRealDir(run) {
 		return "", "", fmt.Errorf("the image has no /run to carry the physical root (%s) and the image's layer into the booted system", sysroot.PhysicalRootDir)
 	}
 	if err := moveMount(runDir, run); err != nil {
 		return "", "", err
 	}
 	sysrootSeen = sysroot.PhysicalRootDir
-	if d := filepath.Join(newroot, sysrootDir); isDir(d) {
+	if d := filepath.Join(newroot, sysrootDir); isRealDir(d) {
 		if err := unix.Mount(filepath.Join(newroot, sysroot.PhysicalRootDir), d, "", unix.MS_BIND, ""); err != nil {
 			return "", "", fmt.Errorf("bind-mount the physical root on %s: %w", sysrootDir, err)
 		}
 		sysrootSeen = sysrootDir
 	}
 	for _, m := range []string{"/dev", "/proc", "/sys"} {
-		if d := filepath.Join(newroot, m); isDir(d) {
+		if d := filepath.Join(newroot, m); isRealDir(d) {
 			if err := moveMount(m, d); err != nil {
 				return "", "", err
 			}

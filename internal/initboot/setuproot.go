@@ -140,7 +140,7 @@ func setupRoot(log *Log, sysrootPath, cmdline, run string, debug bool) (err erro
 
 	t := log.Begin("move-root")
 	seen := underRun(run, sysroot.PhysicalRootDir)
-	if d := filepath.Join(newroot, sysrootDir); isDir(d) {
+	if d := filepath.Join(newroot, sysrootDir); isRealDir(d) {
 		if err := unix.Mount(phys, d, "", unix.MS_BIND, ""); err != nil {
 			return during("bind-mount the physical root on "+d, err)
 		}

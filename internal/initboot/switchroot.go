@@ -17,6 +17,15 @@ func moveMount(src, dst string) error {
 	return nil
 }
 
+// isRealDir reports whether p is a directory and not a symbolic link to
+// one: mount points taken from the image, whose links would resolve in
+// the initramfs's view (an image's /sysroot -> /dev would put the
+// physical root over the initramfs's /dev).
+func isRealDir(p string) bool {
+	fi, err := os.Lstat(p)
+	return err == nil && fi.IsDir()
+}
+
 // isDir reports whether p is a directory (following symlinks).
 func isDir(p string) bool {
 	fi, err := os.Stat(p)

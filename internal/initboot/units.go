@@ -9,13 +9,15 @@ import (
 	"github.com/cfs-deploy/cfs-deploy/internal/sysroot"
 )
 
-// mountUnit is a systemd mount unit for a mount cfs-init made. Without a
-// unit file systemd knows these mounts only from the mount table: it
-// orders nothing on them (journald keeps /var busy and /var is never
-// unmounted) and at shutdown it tries to unmount the physical root and the
-// image, which the root itself is made of. The units say what may be
-// unmounted and when; a prepared tree's cfs-deploy-generator hands them to
-// systemd.
+// mountUnit is a systemd mount unit for a mount cfs-init made. From the
+// mount table alone systemd treats every mount alike: it tries to unmount
+// each at shutdown, the physical root and the image included, which the
+// root is made of (a failure line at every shutdown), and nothing
+// requires /var. The unit files say which mounts stay to the end (left to
+// systemd-shutdown, which remounts them read-only) and make
+// local-fs.target require var.mount, so that what needs /var (journal
+// flushing) is ordered on it and stopped before it. A prepared tree's
+// cfs-deploy-generator hands them to systemd.
 type mountUnit struct {
 	What, Where, Type, Options string
 	Description                string
@@ -52,14 +54,17 @@ func unitName(where string) string {
 
 func (u mountUnit) name() string { return unitName(u.Where) }
 
+// unitValue protects a value from systemd's specifier expansion ("%").
+func unitValue(v string) string { return strings.ReplaceAll(v, "%", "%%") }
+
 func (u mountUnit) text() string {
 	var b strings.Builder
 	b.WriteString("# Written by cfs-init at boot: this mount is part of the composefs root.\n[Unit]\n")
-	fmt.Fprintf(&b, "Description=%s\n", u.Description)
+	fmt.Fprintf(&b, "Description=%s\n", unitValue(u.Description))
 	if !u.Stop {
 		b.WriteString("DefaultDependencies=no\n")
 	}
-	fmt.Fprintf(&b, "\n[Mount]\nWhat=%s\nWhere=%s\n", u.What, u.Where)
+	fmt.Fprintf(&b, "\n[Mount]\nWhat=%s\nWhere=%s\n", unitValue(u.What), unitValue(u.Where))
 	if u.Type != "" {
 		fmt.Fprintf(&b, "Type=%s\n", u.Type)
 	}
@@ -78,18 +83,24 @@ type rootMounts struct {
 	SysrootBind    string // "/sysroot" when the image has one and the physical root is bound there
 }
 
-// bootUnits returns the units for a booted root.
+// bootUnits returns the units for a booted root. The physical root's
+// needs its device: a unit without What= is refused, and what requires it
+// (var.mount) with it; without one systemd knows the mount from the mount
+// table only.
 func bootUnits(m rootMounts, img *chosenImage, dep *deployment) []mountUnit {
-	us := []mountUnit{
-		{What: m.Device, Where: m.Physical, Type: m.FSType,
-			Description: "cfs-deploy physical root (holds the objects / is made of)"},
+	var us []mountUnit
+	if m.Device != "" {
+		us = append(us, mountUnit{What: m.Device, Where: m.Physical, Type: m.FSType,
+			Description: "cfs-deploy physical root (holds the objects / is made of)"})
+	}
+	us = append(us, []mountUnit{
 		{What: filepath.Join(m.Physical, img.Rel), Where: m.Image, Type: "erofs", Options: "ro",
 			Description: "cfs-deploy composefs image " + img.Ref.Digest.String()},
 		{What: filepath.Join(m.Physical, dep.Etc), Where: "/etc", Options: "bind",
 			Description: "cfs-deploy /etc of this deployment"},
 		{What: filepath.Join(m.Physical, dep.Var), Where: "/var", Options: "bind", Stop: true,
 			Description: "cfs-deploy /var of stateroot " + dep.StateRoot},
-	}
+	}...)
 	if m.SysrootBind != "" {
 		us = append(us, mountUnit{What: m.Physical, Where: m.SysrootBind, Options: "bind",
 			Description: "cfs-deploy physical root"})
@@ -100,10 +111,15 @@ func bootUnits(m rootMounts, img *chosenImage, dep *deployment) []mountUnit {
 // writeUnits writes the units into run's cfs-deploy/systemd, replacing
 // what an earlier boot stage left there. Units that are stopped at
 // shutdown are required by local-fs.target, as fstab's are.
-func writeUnits(run string, units []mountUnit) error {
+func writeUnits(run string, units []mountUnit) (err error) {
 	dir := underRun(run, sysroot.UnitsDir)
 	tmp := dir + ".tmp"
 	os.RemoveAll(tmp)
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
 	req := filepath.Join(tmp, "local-fs.target.requires")
 	if err := os.MkdirAll(req, 0o755); err != nil {
 		return err

@@ -47,3 +47,27 @@ func TestMountUnitText(t *testing.T) {
 		t.Errorf("a unit kept till the end has default dependencies:\n%s", u.text())
 	}
 }
+
+func TestBootUnits(t *testing.T) {
+	img := &chosenImage{Rel: "composefs/images/ab"}
+	dep := &deployment{Etc: "state/deploy/ab/etc", Var: "state/os/default/var", StateRoot: "default"}
+	m := rootMounts{Device: "/dev/vda", FSType: "ext4", Physical: "/run/cfs-deploy/sysroot", Image: "/run/cfs-deploy/image"}
+	names := func(us []mountUnit) (n []string) {
+		for _, u := range us {
+			n = append(n, u.name())
+		}
+		return n
+	}
+	if got := strings.Join(names(bootUnits(m, img, dep)), " "); got != `run-cfs\x2ddeploy-sysroot.mount run-cfs\x2ddeploy-image.mount etc.mount var.mount` {
+		t.Errorf("units: %s", got)
+	}
+	// A unit without What= is refused by systemd, and var.mount, which
+	// requires it, with it: no device, no unit.
+	m.Device, m.SysrootBind = "", "/sysroot"
+	if got := strings.Join(names(bootUnits(m, img, dep)), " "); got != `run-cfs\x2ddeploy-image.mount etc.mount var.mount sysroot.mount` {
+		t.Errorf("units without a known device: %s", got)
+	}
+	if txt := (mountUnit{What: "/dev/disk/by-label/50%", Where: "/x", Description: "100%"}).text(); !strings.Contains(txt, "What=/dev/disk/by-label/50%%\n") || !strings.Contains(txt, "Description=100%%\n") {
+		t.Errorf("%% is a systemd specifier and must be doubled:\n%s", txt)
+	}
+}
