@@ -16,9 +16,11 @@ type moduleFlags struct {
 }
 
 const moduleFlagsHelp = `  --modules LIST    kernel modules for a built initramfs, comma-separated,
-                    replacing the default set (default: [deploy] modules in
-                    config.toml, else the modules for the sysroot's file
-                    system and disk, plus erofs, overlay and loop)
+                    replacing the whole default set, erofs and overlay
+                    included: list them too unless the kernel has them
+                    built in (default: [deploy] modules in config.toml,
+                    else the modules for the sysroot's file system and
+                    disk, plus erofs, overlay and loop where needed)
   --module NAME     another module for a built initramfs, added to the set
                     (repeatable), e.g. --module nvme to boot from an NVMe disk`
 
