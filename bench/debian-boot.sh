@@ -10,8 +10,9 @@
 # /var/cache/cfs-deploy-vm, built or downloaded on first use.
 #
 # Usage: bench/debian-boot.sh
-#   CFS_DEPLOY_VM_DEBIAN_SECURE=1  install through an installer VM into a
-#                                  secure repository (about 3 minutes more)
+#   CFS_DEPLOY_VM_DEBIAN_INSECURE=1  install on the host into an insecure
+#                                    repository instead of through an
+#                                    installer VM (a minute quicker)
 #   LOG=FILE                       keep the whole test log there
 set -euo pipefail
 cd "$(dirname "$0")/.."
