@@ -76,6 +76,15 @@ func TestDebianBoot(t *testing.T) {
 	pubSize, _ := dirSize(t, pub)
 	t.Logf("tree %.0f MB in %d entries; publisher repository %.0f MB; v1 commit %s, v2 image %s",
 		float64(treeSize)/1e6, treeEntries, float64(pubSize)/1e6, v1Commit, v2Image)
+	// The broad module set (what an initramfs carries when the root's
+	// disk is not known), for comparison with the lean one rollout builds.
+	broad := filepath.Join(f.dir, "broad.img")
+	if out, err := exec.Command(f.deployBin, "initramfs", "--root", tree, "--cfs-init", f.initBin, "-o", broad).CombinedOutput(); err != nil {
+		t.Fatalf("cfs-deploy initramfs (broad set): %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(broad); err == nil {
+		t.Logf("timing initramfs: the broad module set (no --sysroot) is %d bytes", fi.Size())
+	}
 	pubDisk := vmtest.MakeExt4FromDir(t, fmt.Sprintf("%dM", pubSize/(1<<20)*5/4+64), pub, false)
 
 	var disk, v1Image string
