@@ -66,12 +66,12 @@ func TestDebianBoot(t *testing.T) {
 	commit := func(branch, version string) string {
 		return host(append(append([]string{"commit"}, prepare...), "--branch", branch, "--version", version, "--subject", "Debian 12, version "+version, tree)...)
 	}
-	v1Commit := commitOf(t, commit("v1", "1"))
+	v1Commit := outputID(t, commit("v1", "1"), "commit")
 	commit("debian", "1")
 	if err := os.WriteFile(filepath.Join(tree, "usr/lib/cfstest/version"), []byte("2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	v2Image := imageOf(t, commit("debian", "2"))
+	v2Image := outputID(t, commit("debian", "2"), "image")
 	treeSize, treeEntries := dirSize(t, tree)
 	pubSize, _ := dirSize(t, pub)
 	t.Logf("tree %.0f MB in %d entries; publisher repository %.0f MB; v1 commit %s, v2 image %s",
@@ -538,25 +538,13 @@ func (b *debianBootResult) logTimings(t *testing.T) {
 	t.Logf("timing %s: systemd-analyze: %s", b.name, strings.Join(b.all("analyze"), " / "))
 }
 
-var (
-	commitIDLine = regexp.MustCompile(`(?m)^commit\s+([0-9a-f]{64})`)
-	imageIDLine  = regexp.MustCompile(`(?m)^image\s+([0-9a-f]{64})`)
-)
-
-func commitOf(t *testing.T, out string) string {
+// outputID returns the 64-hex value of commit's "NAME ID" output line
+// (name "commit" or "image").
+func outputID(t *testing.T, out, name string) string {
 	t.Helper()
-	m := commitIDLine.FindStringSubmatch(out)
+	m := regexp.MustCompile(`(?m)^` + name + `\s+([0-9a-f]{64})`).FindStringSubmatch(out)
 	if m == nil {
-		t.Fatalf("no commit id in:\n%s", out)
-	}
-	return m[1]
-}
-
-func imageOf(t *testing.T, out string) string {
-	t.Helper()
-	m := imageIDLine.FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("no image digest in:\n%s", out)
+		t.Fatalf("no %s id in:\n%s", name, out)
 	}
 	return m[1]
 }
