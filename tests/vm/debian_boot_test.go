@@ -345,6 +345,8 @@ done
 say "booted.json $(tr -d '\n' </run/cfs-deploy/booted.json)"
 systemd-analyze 2>&1 | tag analyze
 say "machine-id $(cat /etc/machine-id)"
+say "dpkg $(dpkg-query -W -f='${Version}' systemd 2>&1 | head -1)"
+systemd-analyze blame --no-pager 2>&1 | head -5 | tag blame
 journalctl --list-boots --no-pager 2>&1 | tag boots
 say "version $(cat /usr/lib/cfstest/version)"
 say "local-conf $(cat /etc/cfstest-local.conf 2>/dev/null || echo missing)"
@@ -494,6 +496,11 @@ func (b *debianBootResult) check(t *testing.T) {
 	if b.record == nil {
 		t.Errorf("%s: no booted.json", b.name)
 	}
+	// The package database follows the image (--prepare-os moves it
+	// into /usr): dpkg still reads it on the booted system.
+	if v := b.value("dpkg"); !regexp.MustCompile(`^[0-9][0-9a-z.+~-]*$`).MatchString(v) {
+		t.Errorf("%s: dpkg-query -W systemd: %q", b.name, v)
+	}
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, "Failed unmounting") || strings.Contains(l, "Failed to unmount") {
 			t.Errorf("%s: shutdown: %s", b.name, strings.TrimSpace(l))
@@ -535,7 +542,7 @@ func (b *debianBootResult) logTimings(t *testing.T) {
 	t.Logf("timing %s: QEMU start to multi-user.target %s; kernel started at %s; cfs-init stage %s; initramfs %d bytes",
 		b.name, multiUser, kernel, stage, b.entry.InitrdSize)
 	t.Logf("timing %s: cfs-init steps (ms): %s", b.name, steps)
-	t.Logf("timing %s: systemd-analyze: %s", b.name, strings.Join(b.all("analyze"), " / "))
+	t.Logf("timing %s: systemd-analyze: %s; slowest units: %s", b.name, strings.Join(b.all("analyze"), " / "), strings.Join(b.all("blame"), ", "))
 }
 
 // outputID returns the 64-hex value of commit's "NAME ID" output line
