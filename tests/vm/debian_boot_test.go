@@ -347,6 +347,7 @@ systemd-analyze 2>&1 | tag analyze
 say "machine-id $(cat /etc/machine-id)"
 say "dpkg $(dpkg-query -W -f='${Version}' systemd 2>&1 | head -1)"
 systemd-analyze blame --no-pager 2>&1 | head -5 | tag blame
+systemd-analyze critical-chain --no-pager 2>&1 | tail -n +3 | head -24 | tag chain
 journalctl --list-boots --no-pager 2>&1 | tag boots
 say "version $(cat /usr/lib/cfstest/version)"
 say "local-conf $(cat /etc/cfstest-local.conf 2>/dev/null || echo missing)"
@@ -543,6 +544,7 @@ func (b *debianBootResult) logTimings(t *testing.T) {
 		b.name, multiUser, kernel, stage, b.entry.InitrdSize)
 	t.Logf("timing %s: cfs-init steps (ms): %s", b.name, steps)
 	t.Logf("timing %s: systemd-analyze: %s; slowest units: %s", b.name, strings.Join(b.all("analyze"), " / "), strings.Join(b.all("blame"), ", "))
+	t.Logf("timing %s: critical chain:\n%s", b.name, strings.Join(b.all("chain"), "\n"))
 }
 
 // outputID returns the 64-hex value of commit's "NAME ID" output line
