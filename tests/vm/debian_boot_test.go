@@ -27,6 +27,9 @@ import (
 // /etc file and the first boot's journal kept. Both shut down without a
 // "Failed unmounting" line.
 func TestDebianBoot(t *testing.T) {
+	// Beside TestDeployBoot: each boots one single-CPU VM at a time, and
+	// the machine has two cores.
+	t.Parallel()
 	start := time.Now()
 	k := vmtest.Kernel(t)
 	tarball := vmtest.DebianTarball(t, vmtest.DebianSystemd)

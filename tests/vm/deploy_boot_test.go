@@ -23,6 +23,7 @@ import (
 // cfs-init does with an intact disk, a tampered one and a broken entry.
 // Every scenario boots its own copy of the installed disk.
 func TestDeployBoot(t *testing.T) {
+	t.Parallel() // beside TestDebianBoot
 	f := newFixture(t)
 	defer f.logStats(t)
 
