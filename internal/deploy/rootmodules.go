@@ -13,9 +13,6 @@ import (
 // sysfsRoot is where sysfs is mounted.
 const sysfsRoot = "/sys"
 
-// cfsInitRootFS are the file systems cfs-init mounts as the physical root.
-var cfsInitRootFS = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": true, "btrfs": true}
-
 // moduleAdvice ends every warning about the module set.
 const moduleAdvice = "--module NAME adds a module (e.g. --module nvme for an NVMe disk), --modules LIST or [deploy] modules replaces the set"
 
@@ -65,7 +62,7 @@ func leanRoot(dir, rootSpec string) (initramfs.Root, string, []string) {
 // ("" if not known), the root= the image boots with and the sysroot's
 // device what the default module set is for, and describes it.
 func rootFromMount(dir, fsType, uuid, rootSpec string, dev blockdev.Device, devErr error) (r initramfs.Root, what string, warnings []string) {
-	if !cfsInitRootFS[fsType] {
+	if _, ok := initramfs.RootFSModule(fsType); !ok {
 		return r, "unknown root", []string{fmt.Sprintf("initramfs: sysroot %s is on a %s file system, which cfs-init does not mount as the root: the initramfs gets the broad default module set; %s", dir, fsType, moduleAdvice)}
 	}
 	if want, ok := strings.CutPrefix(rootSpec, "UUID="); ok && uuid != "" && !strings.EqualFold(want, uuid) {

@@ -70,6 +70,21 @@ var (
 	composefsModules = []string{"erofs", "overlay", "loop"}
 )
 
+// RootFSModule returns the module that mounts a root file system of type
+// fsType, and whether cfs-init mounts that type as the physical root at
+// all (ext2 and ext3 go through the ext4 driver, as cfs-init mounts them).
+func RootFSModule(fsType string) (string, bool) {
+	if fsType == "ext2" || fsType == "ext3" {
+		fsType = "ext4"
+	}
+	for _, m := range rootFSModules {
+		if m == fsType {
+			return m, true
+		}
+	}
+	return "", false
+}
+
 // DiskModules are the drivers of the common disk controllers, which the
 // default set has when the root's disk is not known.
 func DiskModules() []string { return append([]string(nil), diskModules...) }
@@ -86,12 +101,11 @@ func LeanModules(r Root) []string {
 	} else {
 		mods = append(mods, diskModules...)
 	}
-	switch r.FSType {
-	case "":
+	if m, ok := RootFSModule(r.FSType); ok {
+		mods = append(mods, m)
+	} else if r.FSType == "" {
 		mods = append(mods, rootFSModules...)
-	case "ext2", "ext3":
-		mods = append(mods, "ext4") // the ext4 driver mounts them, as cfs-init does
-	default:
+	} else {
 		mods = append(mods, r.FSType)
 	}
 	return append(mods, composefsModules...)
